@@ -1,0 +1,5 @@
+import sys
+
+from echoasr.cli import main
+
+sys.exit(main())
