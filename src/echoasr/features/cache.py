@@ -1,0 +1,109 @@
+"""On-disk feature cache keyed by file content, extraction settings and feature version.
+
+Layout: ``CACHE_DIR/<sha[:2]>/<sha256 of file>-<settings key>/<array>.npy``, one ``.npy`` per
+array (``mel``, ``f0``, ``voiced``, ...), so a later request for more features reuses what is
+there. Each array is written to a temporary file in the same folder and renamed into place
+(``os.replace`` is atomic), so a reader sees a whole array or none: a run killed mid-write leaves
+at worst a ``.tmp`` file that no lookup ever reads. Unreadable entries are recomputed.
+The settings key covers every ``FeatureSettings`` field and ``FEATURE_VERSION``; for raw PCM the
+assumed sample rate and channel count are part of the key too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from echoasr.atomic import atomic_write
+from echoasr.audio import PCM_CHANNELS, PCM_SAMPLE_RATE, PCM_SUFFIXES, load_audio
+from echoasr.errors import EchoError
+from echoasr.features.settings import FeatureSettings
+
+log = logging.getLogger(__name__)
+
+
+def content_hash(path: str | os.PathLike) -> str:
+    """SHA-256 of the file's bytes (read in blocks)."""
+    try:
+        with open(path, "rb") as file:
+            return hashlib.file_digest(file, "sha256").hexdigest()
+    except FileNotFoundError:
+        raise EchoError("no such file", path) from None
+    except IsADirectoryError:
+        raise EchoError("is a directory, not an audio file", path) from None
+    except PermissionError:
+        raise EchoError("permission denied", path) from None
+
+
+class FeatureCache:
+    """Arrays stored under ``directory``, looked up by (content hash, entry key, array name)."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+
+    def entry(self, digest: str, key: str) -> Path:
+        return self.directory / digest[:2] / f"{digest}-{key}"
+
+    def load(self, digest: str, key: str, names: Iterable[str]) -> dict[str, np.ndarray]:
+        """The requested arrays that are present and readable (possibly none)."""
+        found = {}
+        folder = self.entry(digest, key)
+        for name in names:
+            path = folder / f"{name}.npy"
+            if not path.is_file():
+                continue
+            try:
+                found[name] = np.load(path, allow_pickle=False)
+            except (OSError, ValueError, EOFError) as error:
+                log.warning("%s: unreadable cache entry, recomputing (%s)", path, error)
+        return found
+
+    def store(self, digest: str, key: str, arrays: dict[str, np.ndarray]) -> None:
+        folder = self.entry(digest, key)
+        for name, array in arrays.items():
+            with atomic_write(folder / f"{name}.npy") as file:
+                np.save(file, array, allow_pickle=False)
+
+
+def extract_file(
+    path: str | os.PathLike,
+    features: Iterable[str] | None = None,
+    settings: FeatureSettings | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    *,
+    pcm_sample_rate: int = PCM_SAMPLE_RATE,
+    pcm_channels: int = PCM_CHANNELS,
+    audio: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Load ``path`` and extract ``features`` (default: all), reusing ``cache_dir`` if given.
+
+    ``audio``: the file's samples, if the caller has already loaded them (saves a second read).
+    """
+    from echoasr.features import DEFAULT_FEATURES, check_feature_names, extract, output_keys
+
+    names = check_feature_names(DEFAULT_FEATURES if features is None else features)
+    settings = settings or FeatureSettings()
+
+    def compute(which: Iterable[str]) -> dict[str, np.ndarray]:
+        samples = audio if audio is not None else load_audio(path, pcm_sample_rate=pcm_sample_rate, pcm_channels=pcm_channels)
+        return extract(samples, which, settings)
+
+    if cache_dir is None:
+        return compute(names)
+    cache = FeatureCache(cache_dir)
+    digest = content_hash(path)
+    key = settings.cache_key()
+    if Path(path).suffix.lower() in PCM_SUFFIXES:
+        key += f"-pcm{pcm_sample_rate}x{pcm_channels}"
+    arrays = cache.load(digest, key, output_keys(names))
+    missing = [name for name in names if not all(k in arrays for k in output_keys([name]))]
+    if missing:
+        computed = compute(missing)
+        cache.store(digest, key, computed)
+        arrays.update(computed)
+    return {k: arrays[k] for k in output_keys(names)}
