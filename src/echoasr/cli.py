@@ -19,10 +19,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"echoasr {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add_features_command(subparsers)
-    _add_plot_command(subparsers)
-    _add_demo_command(subparsers)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_features_command(commands)
+    _add_plot_command(commands)
+    _add_data_commands(commands)
+    _add_demo_command(commands)
     return parser
 
 
@@ -96,6 +97,91 @@ def _add_demo_command(subparsers) -> None:
         return demo.run(args.out)
 
     parser.set_defaults(handler=handler)
+
+
+def _add_data_commands(commands: argparse._SubParsersAction) -> None:
+    data = commands.add_parser("data", help="build corpora, inspect datasets, train tokenizers")
+    data.set_defaults(handler=lambda args: data.print_help())
+    actions = data.add_subparsers(dest="data_command", metavar="ACTION")
+
+    synth = actions.add_parser("synth", help="synthesise the multi-speaker corpus (Debian TTS voices)")
+    synth.add_argument("--out", required=True, help="corpus folder (resumed if it holds the same corpus)")
+    synth.add_argument("--utterances", type=int, default=5000, help="total over all splits (default 5000)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--workers", type=int, default=None, help="parallel renders (default: all cores)")
+    synth.add_argument("--eval-size", type=int, default=None,
+                       help="utterances in each of dev/test_seen/test_unseen (default 4%%, 2..200)")
+    synth.add_argument("--hold-out", default=None, metavar="SPEAKERS",
+                       help="comma-separated speakers only test_unseen hears (default ked,slt,espeak-m5,espeak-f3)")
+    synth.set_defaults(handler=_data_synth)
+
+    human = actions.add_parser("human", help="the human test set (Asterisk prompts, Debian packages)")
+    human.add_argument("--out", required=True)
+    human.add_argument("--limit", type=int, default=None, help="only the first N clean prompts")
+    human.add_argument("--workers", type=int, default=None)
+    human.set_defaults(handler=_data_human)
+
+    info = actions.add_parser("info", help="load a dataset (manifest, audiofolder, LibriSpeech, HF) and summarise it")
+    info.add_argument("source", help="manifest, folder, or Hugging Face dataset name")
+    info.add_argument("--split", default=None)
+    info.set_defaults(handler=_data_info)
+
+    tokenizer = actions.add_parser("tokenizer", help="train a tokenizer on a dataset's transcripts")
+    tokenizer.add_argument("source", help="training manifest or dataset folder")
+    tokenizer.add_argument("--out", required=True, help="folder to save the tokenizer in")
+    tokenizer.add_argument("--split", default=None)
+    tokenizer.add_argument("--kind", choices=("sentencepiece", "char"), default="sentencepiece")
+    tokenizer.add_argument("--vocab-size", type=int, default=256)
+    tokenizer.add_argument("--model-type", choices=("unigram", "bpe"), default="unigram")
+    tokenizer.set_defaults(handler=_data_tokenizer)
+
+
+def _data_synth(args: argparse.Namespace) -> int:
+    import time
+
+    from echoasr.data.synth import build_corpus
+    from echoasr.data.synth.voices import DEFAULT_HELD_OUT
+
+    held_out = DEFAULT_HELD_OUT if args.hold_out is None else [s for s in args.hold_out.split(",") if s]
+    start = time.monotonic()
+    summary = build_corpus(args.out, args.utterances, seed=args.seed, workers=args.workers,
+                           eval_size=args.eval_size, held_out=held_out)
+    for split, counts in summary["splits"].items():
+        print(f"{split:12s} {counts['utterances']:6d} utterances {counts['hours']:7.2f} h "
+              f"{len(counts['speakers'])} speakers")
+    print(f"held-out speakers (test_unseen only): {', '.join(summary['held_out_speakers'])}")
+    print(f"{args.out}: {summary['hours']:.2f} h of audio in {time.monotonic() - start:.0f} s")
+    return 0
+
+
+def _data_human(args: argparse.Namespace) -> int:
+    from echoasr.data.human import build_human_set
+
+    summary = build_human_set(args.out, limit=args.limit, workers=args.workers)
+    print(f"{args.out}/human.tsv: {summary['prompts']} prompts ({summary['listed']} listed), "
+          f"{summary['minutes']:.1f} min, {summary['words']} words")
+    return 0
+
+
+def _data_info(args: argparse.Namespace) -> int:
+    from echoasr.data import load_dataset_any
+
+    utterances = load_dataset_any(args.source, split=args.split)
+    seconds = sum(u.duration or 0.0 for u in utterances)
+    speakers = {u.speaker for u in utterances if u.speaker}
+    print(f"{args.source}: {len(utterances)} utterances, {seconds / 60:.1f} min, {len(speakers)} speakers")
+    return 0
+
+
+def _data_tokenizer(args: argparse.Namespace) -> int:
+    from echoasr.data import load_dataset_any
+    from echoasr.text import train_tokenizer
+
+    texts = [u.text for u in load_dataset_any(args.source, split=args.split, check_audio=False)]
+    tokenizer = train_tokenizer(texts, kind=args.kind, vocab_size=args.vocab_size, model_type=args.model_type)
+    tokenizer.save(args.out)
+    print(f"{args.out}: {tokenizer.kind} tokenizer, {tokenizer.vocab_size} ids, from {len(texts)} transcripts")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,269 @@
+"""Plan and build the synthetic corpus: ``echoasr data synth --out DIR --utterances N --seed S``.
+
+Layout: ``DIR/wav/<split>/<id>.wav`` (16 kHz mono 16-bit), ``DIR/{train,dev,test_seen,test_unseen}.tsv``
+(columns ``path text speaker voice duration``, paths relative to DIR), ``DIR/render.jsonl`` (the
+voice and effects of every utterance) and ``DIR/corpus.json`` (settings, voices, held-out speakers,
+counts and hours).
+
+Splits: ``train`` and ``dev``/``test_seen`` use the training speakers; ``test_unseen`` uses only
+held-out speakers, which never occur in the other splits. Every dev/test utterance has its own
+sentence and no dev/test sentence (compared normalised) occurs in training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+from echoasr import atomic
+from echoasr.data.manifest import write_manifest
+from echoasr.data.records import Utterance
+from echoasr.data.synth import voices as voice_catalogue
+from echoasr.data.synth.render import Effects, Job, check_tools, render_jobs
+from echoasr.data.synth.sentences import Sentence, load_sentences
+from echoasr.data.synth.voices import Voice
+from echoasr.errors import EchoError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "dev", "test_seen", "test_unseen")
+EVAL_SPLITS = SPLITS[1:]
+RECIPE_VERSION = 1  # bump when a change alters the audio a seed gives
+FESTIVAL_BATCH = 24
+OTHER_BATCH = 4
+
+
+@dataclass(frozen=True)
+class SynthSettings:
+    utterances: int
+    seed: int
+    eval_size: int            # utterances in each of dev, test_seen and test_unseen
+    held_out: tuple[str, ...]  # speakers that only test_unseen uses
+    recipe: int = RECIPE_VERSION
+
+
+def default_eval_size(utterances: int) -> int:
+    """4% of the corpus per evaluation split (200 for 5,000 utterances), between 2 and 200."""
+    return int(min(200, max(2, round(0.04 * utterances))))
+
+
+def make_settings(utterances: int, seed: int, eval_size: int | None = None,
+                  held_out: Sequence[str] = voice_catalogue.DEFAULT_HELD_OUT) -> SynthSettings:
+    eval_size = default_eval_size(utterances) if eval_size is None else eval_size
+    if eval_size < 1:
+        raise EchoError(f"--eval-size must be at least 1, got {eval_size}")
+    if utterances < 3 * eval_size + 1:
+        raise EchoError(f"--utterances {utterances} leaves no training data after 3 x {eval_size} "
+                        "evaluation utterances")
+    speakers = set(voice_catalogue.all_speakers())
+    unknown = sorted(set(held_out) - speakers)
+    if unknown:
+        raise EchoError(f"unknown speaker(s) to hold out: {', '.join(unknown)} (known: {', '.join(sorted(speakers))})")
+    if not held_out or set(held_out) == speakers:
+        raise EchoError("hold out at least one speaker and keep at least one for training")
+    return SynthSettings(utterances, seed, eval_size, tuple(sorted(set(held_out))))
+
+
+def plan_corpus(settings: SynthSettings, sentences: Sequence[Sentence]) -> list[Job]:
+    """Every utterance's split, sentence, voice and effects, drawn from the seed alone."""
+    rng = np.random.default_rng(settings.seed)
+    n_eval = 3 * settings.eval_size
+    n_train = settings.utterances - n_eval
+    if len(sentences) <= n_eval:
+        raise EchoError(f"only {len(sentences)} sentences available, fewer than the {n_eval} evaluation utterances")
+    order = rng.permutation(len(sentences))
+    eval_sentences = [sentences[i] for i in order[:n_eval]]
+    train_pool = [sentences[i] for i in order[n_eval:]]
+    if n_train > len(train_pool):
+        log.warning("%d training utterances but %d sentences: sentences repeat with other voices",
+                    n_train, len(train_pool))
+    held_out = set(settings.held_out)
+    train_speakers = set(voice_catalogue.all_speakers()) - held_out
+    jobs: list[Job] = []
+    for split, count, speakers, texts in (
+        ("dev", settings.eval_size, train_speakers, eval_sentences[: settings.eval_size]),
+        ("test_seen", settings.eval_size, train_speakers, eval_sentences[settings.eval_size: 2 * settings.eval_size]),
+        ("test_unseen", settings.eval_size, held_out, eval_sentences[2 * settings.eval_size:]),
+        ("train", n_train, train_speakers, [train_pool[i % len(train_pool)] for i in range(n_train)]),
+    ):
+        voices, weights = voice_catalogue.voices_for(speakers)
+        picks = rng.choice(len(voices), size=count, p=weights)
+        for index, (sentence, pick) in enumerate(zip(texts, picks, strict=True)):
+            voice = voices[pick]
+            utterance_id = f"{split}-{index:05d}"
+            jobs.append(Job(utterance_id, split, f"wav/{split}/{utterance_id}.wav", sentence.text,
+                            voice, draw_effects(voice, rng)))
+    return jobs
+
+
+def draw_effects(voice: Voice, rng: np.random.Generator) -> Effects:
+    """Voice diversity: engine f0 and rate, VTLP-like speed, pitch shift, tempo, channel, noise.
+
+    One non-espeak utterance in four is "gender-flipped": formants move 8-20% towards the other
+    sex (sox speed, a resampling) and f0 goes to the other sex's range (170-250 Hz or 90-130 Hz).
+    Large f0 moves are made by the engine where it can (flite kal/kal16/awb/slt, festival diphone
+    voices): sox's pitch shifter is kept within +-3 semitones, beyond which pocketsphinx, a
+    stand-in for a listener, stops understanding the result.
+    """
+    draw = rng.uniform
+    flip = voice.engine != "espeak" and draw() < 0.25
+    if flip:
+        male = voice.sex == "male"
+        speed = float(draw(1.08, 1.2) if male else draw(0.83, 0.93))
+        target_f0 = float(draw(170, 250) if male else draw(90, 130))
+    else:
+        speed = float(draw(0.92, 1.08)) if draw() < 0.5 else 1.0
+        target_f0 = voice.f0 * speed * 2 ** (draw(-3, 3) / 12)
+    pitch_cents = 0 if voice.f0_control else int(np.clip(1200 * np.log2(target_f0 / (voice.f0 * speed)), -300, 300))
+    if not voice.f0_control and not flip and draw() < 0.4:
+        pitch_cents = 0
+    # Speed also shortens or lengthens; most of that is undone so durations stay natural.
+    tempo = float(draw(0.9, 1.12)) if draw() < 0.5 else 1.0
+    tempo = round(tempo / speed ** 0.7, 4)
+    reverb = (int(draw(10, 50)), int(draw(20, 80)), int(draw(10, 60))) if draw() < 0.2 else None
+    lowpass_hz = int(draw(3500, 7000)) if draw() < 0.1 else None
+    noise = ("white", "pink")[int(draw() < 0.5)] if draw() < 0.5 else None
+    engine_stretch = round(float(draw(0.85, 1.2)), 3)
+    espeak_pitch, espeak_speed = int(draw(20, 80)), int(draw(140, 200))
+    espeak = voice.engine == "espeak"
+    return Effects(
+        engine_f0=round(target_f0 / speed, 1) if voice.f0_control else None,
+        gender_flip=flip,
+        engine_stretch=1.0 if espeak or voice.model.endswith("_hts") else engine_stretch,
+        espeak_pitch=espeak_pitch if espeak else None,
+        espeak_speed=espeak_speed if espeak else None,
+        speed=round(speed, 4),
+        pitch_cents=pitch_cents,
+        tempo=1.0 if abs(tempo - 1) < 0.005 else tempo,
+        lowpass_hz=lowpass_hz,
+        reverb=reverb,
+        noise=noise,
+        snr_db=round(float(draw(12, 35)), 1) if noise else None,
+        peak=round(float(draw(0.25, 0.95)), 3),
+        noise_seed=int(rng.integers(2**31)) if noise else None,
+    )
+
+
+def build_corpus(out: str | os.PathLike, utterances: int, seed: int = 0, workers: int | None = None,
+                 eval_size: int | None = None,
+                 held_out: Sequence[str] = voice_catalogue.DEFAULT_HELD_OUT, progress: bool = True) -> dict:
+    """Build (or finish building) the corpus in ``out``; returns what ``corpus.json`` holds."""
+    root = Path(out)
+    settings = make_settings(utterances, seed, eval_size, held_out)
+    sentences = load_sentences()
+    sentence_digest = hashlib.sha256("\n".join(s.text for s in sentences).encode()).hexdigest()[:16]
+    header = {"settings": asdict(settings), "sentences": {"count": len(sentences), "sha256": sentence_digest}}
+    header = json.loads(json.dumps(header))  # tuples as lists, as corpus.json will hold them
+    _claim_folder(root, header)
+    jobs = plan_corpus(settings, sentences)
+    check_tools(list({job.voice.name: job.voice for job in jobs}.values()))
+    atomic.write_text(root / "corpus.json", json.dumps({**header, "complete": False}, indent=1) + "\n")
+
+    for leftover in (root / "wav").glob("*/.*.tmp"):  # from a run killed mid-write
+        leftover.unlink()
+    pending = [job for job in jobs if not (root / job.path).is_file()]
+    if len(pending) < len(jobs):
+        log.info("%d of %d utterances already rendered", len(jobs) - len(pending), len(jobs))
+    _render_all(pending, root, workers or _cpu_count(), progress)
+
+    durations = {job.id: soundfile.info(str(root / job.path)).duration for job in jobs}
+    for split in SPLITS:
+        write_manifest(root / f"{split}.tsv", [
+            Utterance(job.id, job.text, job.voice.speaker, round(durations[job.id], 3),
+                      path=str(root / job.path), voice=job.voice.name)
+            for job in jobs if job.split == split
+        ])
+    atomic.write_text(root / "render.jsonl", "".join(
+        json.dumps({"id": job.id, "voice": job.voice.name, "speaker": job.voice.speaker,
+                    "effects": job.effects.to_json()}) + "\n"
+        for job in jobs
+    ))
+    summary = {**header, "complete": True, **_describe(jobs, durations, settings)}
+    atomic.write_text(root / "corpus.json", json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def _claim_folder(root: Path, header: dict) -> None:
+    """Refuse to mix two corpora in one folder; a folder with the same settings is resumed."""
+    corpus_json = root / "corpus.json"
+    if corpus_json.is_file():
+        try:
+            previous = json.loads(corpus_json.read_text(encoding="utf-8"))
+        except ValueError:
+            raise EchoError("unreadable corpus.json; delete the folder or choose another --out", corpus_json) from None
+        if {key: previous.get(key) for key in header} != header:
+            raise EchoError("this folder holds a corpus built with other settings, seed or sentences; "
+                            "choose another --out or delete it", root)
+    elif root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise EchoError("exists and is not an empty folder or a corpus folder; choose another --out", root)
+    root.mkdir(parents=True, exist_ok=True)
+
+
+def _render_all(jobs: list[Job], root: Path, workers: int, progress: bool) -> None:
+    if not jobs:
+        return
+    from tqdm import tqdm
+
+    batches = _batches(jobs)
+    # Threads are enough: the engines run as child processes, on all cores at once.
+    with tqdm(total=len(jobs), unit="utt", desc="synthesising", disable=not progress) as bar, \
+            ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = {pool.submit(render_jobs, batch, root): len(batch) for batch in batches}
+        try:
+            for future in as_completed(futures):
+                future.result()
+                bar.update(futures[future])
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def _batches(jobs: list[Job]) -> list[list[Job]]:
+    """Festival sentences batched per voice (one process each), the rest in small groups;
+    festival batches first as they are the longest."""
+    festival: dict[str, list[Job]] = {}
+    others: list[Job] = []
+    for job in jobs:
+        if job.voice.engine == "festival":
+            festival.setdefault(job.voice.model, []).append(job)
+        else:
+            others.append(job)
+    batches = [group[i: i + FESTIVAL_BATCH]
+               for group in festival.values() for i in range(0, len(group), FESTIVAL_BATCH)]
+    return batches + [others[i: i + OTHER_BATCH] for i in range(0, len(others), OTHER_BATCH)]
+
+
+def _describe(jobs: list[Job], durations: dict[str, float], settings: SynthSettings) -> dict:
+    splits = {}
+    for split in SPLITS:
+        chosen = [job for job in jobs if job.split == split]
+        splits[split] = {
+            "utterances": len(chosen),
+            "hours": round(sum(durations[job.id] for job in chosen) / 3600, 3),
+            "speakers": dict(sorted(Counter(job.voice.speaker for job in chosen).items())),
+            "voices": dict(sorted(Counter(job.voice.name for job in chosen).items())),
+        }
+    return {
+        "held_out_speakers": list(settings.held_out),
+        "training_speakers": sorted(set(voice_catalogue.all_speakers()) - set(settings.held_out)),
+        "hours": round(sum(durations.values()) / 3600, 3),
+        "splits": splits,
+    }
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1

@@ -1,0 +1,21 @@
+from echoasr.cli import main
+from echoasr.text import load_tokenizer
+
+
+def test_data_info_and_tokenizer(tmp_path, tone, capsys):
+    tone(tmp_path / "a.wav", seconds=0.5)
+    tone(tmp_path / "b.wav", seconds=1.0)
+    manifest = tmp_path / "train.tsv"
+    manifest.write_text("path\ttext\tspeaker\na.wav\tHello there\tx\nb.wav\tGeneral Kenobi\ty\n")
+    assert main(["data", "info", str(manifest)]) == 0
+    assert "2 utterances, 0.0 min, 2 speakers" in capsys.readouterr().out
+    assert main(["data", "tokenizer", str(manifest), "--out", str(tmp_path / "tok"), "--kind", "char"]) == 0
+    assert load_tokenizer(tmp_path / "tok").decode(load_tokenizer(tmp_path / "tok").encode("Hello")) == "hello"
+
+
+def test_user_mistakes_are_one_line_errors(tmp_path, capsys):
+    assert main(["data", "synth", "--out", str(tmp_path / "c"), "--utterances", "20", "--hold-out", "zed"]) == 2
+    assert capsys.readouterr().err.startswith("echoasr: error: unknown speaker(s) to hold out: zed")
+    (tmp_path / "m.tsv").write_text("path\ttext\nnone.wav\thi\n")
+    assert main(["data", "info", str(tmp_path / "m.tsv")]) == 2
+    assert "no usable utterances" in capsys.readouterr().err
