@@ -112,7 +112,7 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--eval-size", type=int, default=None,
                        help="utterances in each of dev/test_seen/test_unseen (default 4%%, 2..200)")
     synth.add_argument("--hold-out", default=None, metavar="SPEAKERS",
-                       help="comma-separated speakers only test_unseen hears (default ked,slt,espeak-m5,espeak-f3)")
+                       help="comma-separated speakers only test_unseen hears (default awb,ked,espeak-m5,espeak-f3)")
     synth.set_defaults(handler=_data_synth)
 
     human = actions.add_parser("human", help="the human test set (Asterisk prompts, Debian packages)")
