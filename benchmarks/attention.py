@@ -17,7 +17,8 @@ attention), where the variants differ.
 Each iteration builds the per-sequence tables (rotary, masks, pitch similarity) too, as the
 encoder does once per forward. A second measurement, `model_step`, times a whole training step
 (forward + backward of `EchoForConditionalGeneration`, mel + f0 input, 4x subsampling, 4 encoder
-and 2 decoder layers, hybrid CTC loss) with and without all pitch mechanisms. Peak memory: each variant runs one forward + backward in a fresh
+and 2 decoder layers, hybrid CTC loss) with and without all pitch mechanisms, the pitch model
+under bf16 autocast, and decoding that batch (greedy and 4 beams, joint CTC, up to 80 tokens). Peak memory: each variant runs one forward + backward in a fresh
 subprocess; the figure is the growth of the peak resident set size over the set-up (Linux).
 
     .venv/bin/python benchmarks/attention.py [--batch 8 --frames 500 --dim 256 --heads 4]
@@ -139,7 +140,8 @@ def time_variants(args: argparse.Namespace) -> dict[str, dict[str, float]]:
 
 
 def time_model_steps(args: argparse.Namespace) -> dict[str, float]:
-    """Fastest-round seconds of a full training step, plain RoPE vs all pitch mechanisms."""
+    """Fastest-round seconds of a full training step (plain RoPE; all pitch mechanisms, in float32
+    and under bf16 autocast) and of decoding the same batch with the pitch model (joint CTC)."""
     batch, frames, tokens = args.batch, args.model_frames, args.model_tokens
     generator = torch.Generator().manual_seed(0)
     _, lengths, f0, voiced = make_inputs(batch, frames, args.dim)
@@ -156,17 +158,33 @@ def time_model_steps(args: argparse.Namespace) -> dict[str, float]:
         )  # fmt: skip
         models[name] = EchoForConditionalGeneration(config).train()
 
-    def step(model: EchoForConditionalGeneration) -> None:
-        model(features=features, feature_lengths=lengths, labels=labels).loss.backward()
+    def step(model: EchoForConditionalGeneration, bf16: bool = False) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(features=features, feature_lengths=lengths, labels=labels).loss
+        loss.backward()
         model.zero_grad(set_to_none=True)
 
-    for model in models.values():
-        step(model)
-    samples: dict[str, list[float]] = {name: [] for name in models}
+    def decode(beams: int) -> None:
+        with torch.no_grad():
+            models["pitch_fast"].eval().generate(
+                features=features, feature_lengths=lengths, num_beams=beams, max_new_tokens=tokens
+            )
+        models["pitch_fast"].train()
+
+    runs = {
+        "baseline": lambda: step(models["baseline"]),
+        "pitch_fast": lambda: step(models["pitch_fast"]),
+        "pitch_fast_bf16": lambda: step(models["pitch_fast"], bf16=True),
+        "decode_greedy": lambda: decode(1),
+        "decode_beam4": lambda: decode(4),
+    }
+    for run in runs.values():
+        run()
+    samples: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(args.model_rounds):
-        for name, model in models.items():
+        for name, run in runs.items():
             start = time.perf_counter()
-            step(model)
+            run()
             samples[name].append(time.perf_counter() - start)
     return {name: min(values) for name, values in samples.items()}
 
@@ -239,8 +257,10 @@ def main() -> None:
         model_seconds = time_model_steps(args)
         report["model_step"] = {
             "shape": {"batch": args.batch, "frames": args.model_frames, "tokens": args.model_tokens},
+            "note": "decode_* time generate() on the untrained pitch model (it runs to the token limit)",
             "seconds": {name: round(value, 4) for name, value in model_seconds.items()},
             "ratio_vs_baseline": round(model_seconds["pitch_fast"] / model_seconds["baseline"], 3),
+            "bf16_speedup": round(model_seconds["pitch_fast"] / model_seconds["pitch_fast_bf16"], 3),
         }
     print(json.dumps(report, indent=2))
 
