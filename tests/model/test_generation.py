@@ -195,3 +195,23 @@ def test_trainer_default_filling_does_not_truncate(echo):
     model.generation_config.ctc_weight = 0.0
     ids = model.generate(features=features, feature_lengths=lengths, max_length_ratio=2.0)
     assert ids.shape[1] > 19  # not cut at HF's default max_length of 20
+
+
+def test_beam_scores_never_nan_with_dead_beams(echo, monkeypatch):
+    # More beams than CTC-scored candidates: some beams die (-inf), which must not turn into NaN.
+    from echoasr.model import generation
+
+    seen = []
+    original = generation.StepScorer.scores
+
+    def recording(self, tokens):
+        scores = original(self, tokens)
+        seen.append(bool(torch.isnan(scores).any()))
+        return scores
+
+    monkeypatch.setattr(generation.StepScorer, "scores", recording)
+    model = well_separated_model(echo)
+    features, lengths = echo.make_features(model.config, [30, 25, 9, 17])
+    ids = model.generate(features=features, feature_lengths=lengths, num_beams=8, ctc_candidates=2, ctc_weight=0.5)
+    check_layout(ids, 16)
+    assert seen and not any(seen)

@@ -140,11 +140,14 @@ class CTCPrefixScorer:
     def select(parts: tuple[Tensor, Tensor, Tensor], candidates: Tensor, rows: Tensor, tokens: Tensor, length: int) -> CTCState:
         """State after extending hypothesis `rows[i]` with `tokens[i]` (a scored candidate)."""
         log_psi, r_n, r_b = parts
-        position = (candidates[rows] == tokens[:, None]).to(torch.int8).argmax(1)
+        match = candidates[rows] == tokens[:, None]
+        position = match.to(torch.int8).argmax(1)
+        # A token that was not scored (a dead beam, a finished row's padding) is impossible.
+        scored = match.any(1)
         return CTCState(
-            r_n=r_n[:, rows, position],
-            r_b=r_b[:, rows, position],
-            log_psi=log_psi[rows, position],
+            r_n=r_n[:, rows, position].masked_fill(~scored, -math.inf),
+            r_b=r_b[:, rows, position].masked_fill(~scored, -math.inf),
+            log_psi=log_psi[rows, position].masked_fill(~scored, -math.inf),
             last=tokens,
             length=length,
         )
@@ -189,7 +192,9 @@ class StepScorer:
             top = scores.topk(self.ctc_candidates, dim=-1).indices
             candidates = torch.cat([top, torch.full_like(top[:, :1], self.eos)], dim=1)
             parts = self.ctc.score(self.ctc_state, candidates)
-            ctc_gain = (parts[0] - self.ctc_state.log_psi[:, None]).float()
+            previous = self.ctc_state.log_psi[:, None]
+            # An impossible prefix stays impossible (and -inf - -inf must not become NaN).
+            ctc_gain = torch.where(previous == -math.inf, -math.inf, parts[0] - previous).float()
             joint = (1.0 - self.ctc_weight) * scores.gather(1, candidates) + self.ctc_weight * ctc_gain
             scores = torch.full_like(scores, -math.inf).scatter(1, candidates, joint)
             self._pending = (candidates, parts)
