@@ -168,7 +168,7 @@ def test_generate_tolerates_trainer_kwargs_and_rejects_the_rest(echo):
     features, lengths = echo.make_features(model.config, [20, 12])
     labels = echo.make_labels([[5, 6], [7]])
     ids = model.generate(
-        features=features, feature_lengths=lengths, labels=labels, synced_gpus=False, max_length=4, num_beams=None
+        features=features, feature_lengths=lengths, labels=labels, synced_gpus=True, max_length=4, num_beams=None
     )
     check_layout(ids, 3)
     with pytest.raises(ValueError, match="do_sample"):
