@@ -1,0 +1,175 @@
+"""`EchoConfig`: every architectural choice of the Echo model, saved with the weights.
+
+The defaults describe a plain model (standard RoPE, no pitch mechanism, mel input, 4x time
+subsampling, hybrid CTC/attention training); presets switch the pitch mechanisms on:
+
+* `rotary_theta_mode`: `"none"` (positions `t`), `"additive"` (seed: `theta_t = theta + f0_t`),
+  `"phase"` (pitch-warped position `p_t = sum_{s<t} f_s / pitch_reference_hz`);
+* `rotary_radius`: `"none"`, `"raw"` (seed: f0 in Hz, 0 on unvoiced frames), `"bounded"`
+  (`1 + rotary_radius_scale * tanh(z)`, the recommended form), `"learned"` (per-head
+  `1 + a * tanh(w_h z + b_h)`, starting at 1);
+* `pitch_bias`: learned per-head `s_h * exp(-|z_i - z_j|)` between voiced frames in encoder
+  self-attention, and `s_h * exp(-|z_j - r_h|)` (learned per-head reference pitch `r_h`) in
+  cross-attention.
+
+`z` is the voicing-aware per-utterance z-score of log f0 (see `echoasr.model.pitch`).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from transformers import PretrainedConfig
+
+FEATURES = ("mel", "f0", "harmonic", "aperiodic", "phase", "waveform")
+ROTARY_FREQUENCIES = ("inverse", "mel")
+THETA_MODES = ("none", "additive", "phase")
+RADIUS_MODES = ("none", "raw", "bounded", "learned")
+FUSIONS = ("sum", "gated", "concat")
+SUBSAMPLING = (1, 2, 4)
+
+# Prefixes of Echo's own options: an unknown keyword with one of these is a typo, not a
+# Hugging Face bookkeeping key, and silently ignoring it would corrupt an experiment.
+_OPTION_PREFIXES = ("rotary_", "pitch_", "ctc_", "decode_", "fusion", "feature", "subsampling")
+
+
+class EchoConfig(PretrainedConfig):
+    """Configuration of `EchoForConditionalGeneration`.
+
+    Sizes: `vocab_size`, `d_model`, `encoder_layers` (shared layers after fusion),
+    `feature_layers` (per-feature layers before fusion), `decoder_layers`, `attention_heads`,
+    `ffn_dim` (default 4 * d_model). Inputs: `features` (any of `mel`, `f0`, `harmonic`,
+    `aperiodic`, `phase`, `waveform`; `f0` reads both `f0` and `voiced`) with channel counts
+    `n_mels`, `harmonic_bands`, `aperiodic_bands`, `waveform_frame_length`; `subsampling` (1, 2
+    or 4) is the time reduction of every feature stem; `fusion` combines several features
+    (`sum`, `gated` sum, or `concat` + projection). Losses: `ctc_weight` (0 disables the CTC
+    head; otherwise loss = w * CTC + (1 - w) * attention), `label_smoothing`. Decoding:
+    `decode_ctc_weight` (weight of CTC prefix scores in joint decoding when the CTC head
+    exists), `max_target_positions` (hard cap on generated tokens).
+    """
+
+    model_type = "echo"
+    keys_to_ignore_at_inference: ClassVar[list[str]] = [
+        "past_key_values",
+        "encoder_last_hidden_state",
+        "ctc_logits",
+        "encoder_lengths",
+        "attention_loss",
+        "ctc_loss",
+    ]
+    attribute_map: ClassVar[dict[str, str]] = {
+        "hidden_size": "d_model",
+        "num_attention_heads": "attention_heads",
+        "num_hidden_layers": "encoder_layers",
+    }
+
+    vocab_size: int = 256
+    d_model: int = 256
+    encoder_layers: int = 4
+    decoder_layers: int = 2
+    attention_heads: int = 4
+    ffn_dim: int | None = None
+    dropout: float | int = 0.1
+    attention_dropout: float | int = 0.0
+
+    features: list[str] | tuple[str, ...] = ("mel",)
+    n_mels: int = 80
+    harmonic_bands: int = 24
+    aperiodic_bands: int = 4
+    waveform_frame_length: int = 160
+    subsampling: int = 4
+    fusion: str = "sum"
+    feature_layers: int = 0
+
+    rotary_frequencies: str = "inverse"
+    rotary_theta: float | int = 10000.0
+    rotary_learnable_theta: bool = False
+    rotary_theta_mode: str = "none"
+    rotary_radius: str = "none"
+    rotary_radius_scale: float | int = 0.5
+    pitch_reference_hz: float | int = 150.0
+    pitch_bias: bool = False
+    pitch_bias_init: float | int = 0.0
+
+    ctc_weight: float | int = 0.3
+    decode_ctc_weight: float | int = 0.3
+    label_smoothing: float | int = 0.0
+    max_target_positions: int = 512
+
+    initializer_range: float = 0.02
+    rms_norm_eps: float = 1e-6
+    debug_pitch_stats: bool = False
+
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 1
+    eos_token_id: int | None = 2
+    decoder_start_token_id: int | None = 1
+    is_encoder_decoder: bool = True
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self, **kwargs):
+        typos = sorted(k for k in kwargs if k.startswith(_OPTION_PREFIXES))
+        if typos:
+            raise ValueError(f"EchoConfig: unknown option(s) {', '.join(typos)}")
+        self.features = list(self.features)
+        if self.ffn_dim is None:
+            self.ffn_dim = 4 * self.d_model
+        super().__post_init__(**kwargs)
+        self._validate()
+
+    def _validate(self) -> None:
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(f"EchoConfig: {message}")
+
+        check(len(self.features) > 0, "features must name at least one input feature")
+        unknown = [f for f in self.features if f not in FEATURES]
+        check(not unknown, f"unknown feature(s) {unknown}; choose from {list(FEATURES)}")
+        check(len(set(self.features)) == len(self.features), f"duplicate features {self.features}")
+        check(self.d_model % self.attention_heads == 0, "d_model must be divisible by attention_heads")
+        check((self.d_model // self.attention_heads) % 2 == 0, "the head size must be even for rotary")
+        check(self.subsampling in SUBSAMPLING, f"subsampling must be one of {SUBSAMPLING}")
+        check(self.fusion in FUSIONS, f"fusion must be one of {FUSIONS}")
+        check(self.rotary_frequencies in ROTARY_FREQUENCIES, f"rotary_frequencies must be one of {ROTARY_FREQUENCIES}")
+        check(self.rotary_theta_mode in THETA_MODES, f"rotary_theta_mode must be one of {THETA_MODES}")
+        check(self.rotary_radius in RADIUS_MODES, f"rotary_radius must be one of {RADIUS_MODES}")
+        check(self.rotary_theta > 0, "rotary_theta must be positive")
+        check(0 < self.rotary_radius_scale < 1, "rotary_radius_scale must be in (0, 1) so the radius stays positive")
+        check(self.pitch_reference_hz > 0, "pitch_reference_hz must be positive")
+        check(0.0 <= self.ctc_weight <= 1.0, "ctc_weight must be in [0, 1]")
+        check(0.0 <= self.decode_ctc_weight <= 1.0, "decode_ctc_weight must be in [0, 1]")
+        check(0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)")
+        check(self.encoder_layers >= 0 and self.feature_layers >= 0, "layer counts must be >= 0")
+        check(self.decoder_layers >= 1, "decoder_layers must be >= 1")
+        specials = {self.pad_token_id, self.bos_token_id, self.eos_token_id}
+        check(len(specials) == 3, "pad, bos and eos token ids must be distinct")
+        check(all(0 <= t < self.vocab_size for t in specials), "special token ids must be < vocab_size")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.attention_heads
+
+    @property
+    def uses_pitch(self) -> bool:
+        """Whether any pitch mechanism reads f0/voicing (then both are required inputs)."""
+        return (
+            self.rotary_theta_mode != "none"
+            or self.rotary_radius != "none"
+            or self.pitch_bias
+            or "f0" in self.features
+        )
+
+    @property
+    def has_ctc_head(self) -> bool:
+        return self.ctc_weight > 0.0
+
+    def feature_channels(self, name: str) -> int:
+        """Channels of one feature as the encoder stem receives it (f0 and phase are expanded)."""
+        return {
+            "mel": self.n_mels,
+            "f0": 2,  # normalised log f0 (0 on unvoiced frames), voicing flag
+            "harmonic": self.harmonic_bands,
+            "aperiodic": self.aperiodic_bands,
+            "phase": 2,  # sin, cos
+            "waveform": self.waveform_frame_length,
+        }[name]

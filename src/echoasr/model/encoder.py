@@ -1,0 +1,201 @@
+"""The Echo encoder: one convolutional stem per input feature, optional per-feature layers,
+fusion, shared pre-norm transformer layers with pitch-aware rotary attention.
+
+Stems (all with the same time subsampling, so features stay frame-aligned):
+
+* `mel` (B, 80, T), `harmonic` (B, H, T), `aperiodic` (B, A, T), `waveform` (B, 160, T): the
+  feature's channels as they come;
+* `f0`: two channels, the voicing-aware z-score of log f0 (0 on unvoiced frames) and the
+  voicing flag (see `pitch.log_f0_zscore`);
+* `phase`: two channels, sin and cos of the accumulated phase.
+
+Each stem is Whisper's: conv(k=3, stride 1) + GELU, then conv(k=3, stride 2) + GELU once per
+factor of 2 of `subsampling` (one more stride-1 conv when `subsampling == 1`). A stride-2 conv
+with kernel 3 and padding 1 maps T frames to `floor((T - 1) / 2) + 1 = ceil(T / 2)`, so the
+stem gives exactly `ceil(T / subsampling)` frames and each example's length goes through the
+same formula. Everything past an example's length is zeroed before every conv, so padding
+never leaks into valid frames (a batch equals its examples run one by one).
+
+Pitch for the attention mechanisms is pooled to the subsampled frame rate per example
+(`pitch.pitch_track`); padding masks always come from lengths.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attention import AttentionContext, SelfAttention
+from .configuration import EchoConfig
+from .layers import FeedForward, ResidualAdd, RMSNorm, padding_bias
+from .pitch import PitchTrack, length_mask, log_f0_zscore, pitch_similarity, pitch_track
+from .rotary import PitchRotary
+
+
+@dataclass
+class EncoderOutput:
+    hidden: Tensor  # (B, S, d_model), zero on padded frames
+    lengths: Tensor  # (B,) int64 true lengths after subsampling
+    pitch: PitchTrack | None  # pitch at the encoder frame rate, when a pitch mechanism uses it
+
+    @property
+    def valid(self) -> Tensor:
+        return length_mask(self.lengths, self.hidden.shape[1])
+
+    def expand(self, repeats: int) -> EncoderOutput:
+        pitch = None if self.pitch is None else self.pitch.expand(repeats)
+        return EncoderOutput(
+            self.hidden.repeat_interleave(repeats, dim=0), self.lengths.repeat_interleave(repeats, dim=0), pitch
+        )
+
+
+def conv_output_length(lengths: Tensor, kernel: int, stride: int, padding: int) -> Tensor:
+    return torch.div(lengths + 2 * padding - kernel, stride, rounding_mode="floor") + 1
+
+
+class ConvStem(nn.Module):
+    """Whisper-style conv stem with exact length bookkeeping and masking of padded frames."""
+
+    def __init__(self, in_channels: int, dim: int, subsampling: int):
+        super().__init__()
+        strides = [1] + [2] * int(math.log2(subsampling)) if subsampling > 1 else [1, 1]
+        channels = [in_channels] + [dim] * len(strides)
+        self.convs = nn.ModuleList(
+            nn.Conv1d(c_in, c_out, kernel_size=3, stride=s, padding=1)
+            for c_in, c_out, s in zip(channels[:-1], channels[1:], strides)
+        )
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        for conv in self.convs:
+            lengths = conv_output_length(lengths, 3, conv.stride[0], 1)
+        return lengths
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, C, T), (B,) -> (B, T', dim), (B,)."""
+        for conv in self.convs:
+            x = x * length_mask(lengths, x.shape[-1])[:, None, :].to(x.dtype)
+            x = F.gelu(conv(x))
+            lengths = conv_output_length(lengths, 3, conv.stride[0], 1)
+        x = x * length_mask(lengths, x.shape[-1])[:, None, :].to(x.dtype)
+        return x.transpose(1, 2), lengths
+
+
+class FeatureFusion(nn.Module):
+    """Combines the per-feature sequences (all (B, S, d)): sum, gated sum or concat+projection.
+
+    `gated`: each feature is scaled by a per-channel sigmoid gate computed from itself.
+    """
+
+    def __init__(self, names: list[str], dim: int, mode: str):
+        super().__init__()
+        self.mode = mode if len(names) > 1 else "sum"
+        self.names = list(names)
+        if self.mode == "gated":
+            self.gates = nn.ModuleDict({name: nn.Linear(dim, dim) for name in names})
+        elif self.mode == "concat":
+            self.project = nn.Linear(dim * len(names), dim)
+
+    def forward(self, streams: dict[str, Tensor]) -> Tensor:
+        if self.mode == "concat":
+            return self.project(torch.cat([streams[name] for name in self.names], dim=-1))
+        if self.mode == "gated":
+            return sum(torch.sigmoid(self.gates[name](streams[name])) * streams[name] for name in self.names)
+        return sum(streams[name] for name in self.names)
+
+
+class EncoderLayer(nn.Module):
+    """Pre-norm block: x + attn(norm(x)), then x + ffn(norm(x))."""
+
+    def __init__(self, config: EchoConfig):
+        super().__init__()
+        self.attn_norm = RMSNorm(config.d_model, config.rms_norm_eps)
+        self.self_attn = SelfAttention(
+            config.d_model, config.attention_heads, config.attention_dropout, config.pitch_bias, config.pitch_bias_init
+        )
+        self.attn_residual = ResidualAdd(config.dropout)
+        self.ffn_norm = RMSNorm(config.d_model, config.rms_norm_eps)
+        self.ffn = FeedForward(config.d_model, config.ffn_dim, config.dropout)
+        self.ffn_residual = ResidualAdd(config.dropout)
+
+    def forward(self, x: Tensor, context: AttentionContext) -> Tensor:
+        x = self.attn_residual(x, self.self_attn(self.attn_norm(x), context))
+        return self.ffn_residual(x, self.ffn(self.ffn_norm(x)))
+
+
+def feature_inputs(name: str, features: dict[str, Tensor], lengths: Tensor) -> Tensor:
+    """The (B, C, T) tensor a stem reads for feature `name` (f0 and phase expanded to 2 channels)."""
+    if name == "f0":
+        f0, voiced = features["f0"].float(), features["voiced"]
+        is_voiced = (voiced > 0.5) & (f0 > 0) & length_mask(lengths, f0.shape[-1])
+        return torch.stack((log_f0_zscore(f0, is_voiced), is_voiced.float()), dim=1)
+    if name == "phase":
+        phase = features["phase"].float()
+        return torch.stack((torch.sin(phase), torch.cos(phase)), dim=1)
+    return features[name]
+
+
+class EchoEncoder(nn.Module):
+    def __init__(self, config: EchoConfig):
+        super().__init__()
+        self.config = config
+        self.features = list(config.features)
+        self.stems = nn.ModuleDict(
+            {name: ConvStem(config.feature_channels(name), config.d_model, config.subsampling) for name in self.features}
+        )
+        self.feature_layers = nn.ModuleDict(
+            {name: nn.ModuleList(EncoderLayer(config) for _ in range(config.feature_layers)) for name in self.features}
+            if config.feature_layers > 0
+            else {}
+        )
+        self.fusion = FeatureFusion(self.features, config.d_model, config.fusion)
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.encoder_layers))
+        self.norm = RMSNorm(config.d_model, config.rms_norm_eps)
+        self.rotary = PitchRotary(
+            config.head_dim,
+            config.attention_heads,
+            frequencies=config.rotary_frequencies,
+            theta=config.rotary_theta,
+            learnable_theta=config.rotary_learnable_theta,
+            theta_mode=config.rotary_theta_mode,
+            radius=config.rotary_radius,
+            radius_scale=config.rotary_radius_scale,
+            reference_hz=config.pitch_reference_hz,
+        )
+
+    @property
+    def needs_pitch_track(self) -> bool:
+        """Whether the attention layers (or the decoder's cross-attention bias) read pitch."""
+        return self.rotary.uses_pitch or self.config.pitch_bias
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        return next(iter(self.stems.values())).output_lengths(lengths)
+
+    def forward(self, features: dict[str, Tensor], lengths: Tensor) -> EncoderOutput:
+        dtype = next(iter(self.stems.values())).convs[0].weight.dtype
+        streams, out_lengths = {}, None
+        for name in self.features:
+            streams[name], out_lengths = self.stems[name](feature_inputs(name, features, lengths).to(dtype), lengths)
+        length = next(iter(streams.values())).shape[1]
+        valid = length_mask(out_lengths, length)
+
+        pitch = None
+        if self.needs_pitch_track:
+            pitch = pitch_track(features["f0"], features["voiced"], lengths, self.config.subsampling)
+        context = AttentionContext(
+            rotary=self.rotary(length, pitch, device=valid.device),
+            mask=padding_bias(valid, torch.float32),
+            similarity=pitch_similarity(pitch, pitch) if self.config.pitch_bias else None,
+            valid=valid,
+        )
+        for name, layers in self.feature_layers.items():
+            for layer in layers:
+                streams[name] = layer(streams[name], context)
+        x = self.fusion(streams)
+        for layer in self.layers:
+            x = layer(x, context)
+        x = self.norm(x) * valid[..., None].to(x.dtype)
+        return EncoderOutput(hidden=x, lengths=out_lengths, pitch=pitch)

@@ -1,0 +1,432 @@
+"""Decoding for Echo: batched greedy and beam search with a KV cache, joint CTC/attention
+scoring, and best-path CTC decoding.
+
+Our own small decoder rather than `transformers`' `generate`, whose encoder-decoder path
+assumes a single input tensor and its own cache classes. Behaviour:
+
+* every step scores the next token with the attention decoder (log-softmax). With a CTC head
+  and `ctc_weight` w > 0 the score of a candidate c is
+  `(1 - w) * log p_att(c) + w * (log psi(prefix + c) - log psi(prefix))`, where `psi` is the
+  CTC prefix probability (ESPnet's CTCPrefixScore, Watanabe et al. 2017, Algorithm 2). As in
+  ESPnet's partial scoring, only the `ctc_candidates` best attention tokens (plus EOS, always,
+  so CTC can end a hypothesis that the attention decoder would loop on) get CTC scores;
+* the pad and start tokens are never produced;
+* length: at most `max_new_tokens` tokens (EOS included), and at most
+  `ceil(max_length_ratio * encoder_length) + 1` per utterance; a hypothesis that reaches its
+  limit is given EOS;
+* `no_repeat_ngram_size` n > 0 forbids repeating any n-gram (the repetition guard);
+* beam search keeps `num_beams` running hypotheses per utterance (the best non-EOS expansions
+  among the top 2K) and up to K finished ones scored `sum log p / length ** length_penalty`;
+  an utterance is done when K hypotheses finished and the best running one cannot beat the
+  worst finished one at its current length (Hugging Face's default stopping rule). With one
+  beam this is exactly greedy search.
+
+Output: (B, L) ids without the start token, ending with EOS when produced, padded with pad.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .encoder import EncoderOutput
+
+if TYPE_CHECKING:
+    from .modeling import EchoForConditionalGeneration
+
+
+# Keyword arguments Hugging Face's Seq2SeqTrainer (or a user copying HF habits) may pass that
+# have no meaning here: the references, decoder prompts built from them, and trainer plumbing.
+_IGNORED_KWARGS = {"labels", "decoder_input_ids", "decoder_attention_mask", "attention_mask", "early_stopping"}
+# Options whose default we implement; any other value is refused rather than silently ignored.
+_DEFAULT_ONLY_KWARGS = {
+    "do_sample": False,
+    "num_return_sequences": 1,
+    "return_dict_in_generate": False,
+    "output_scores": False,
+    "output_attentions": False,
+    "output_hidden_states": False,
+    "repetition_penalty": 1.0,
+    "temperature": 1.0,
+}
+
+
+def ctc_greedy_decode(log_probs: Tensor, lengths: Tensor, blank: int) -> Tensor:
+    """Best path: argmax per frame, merge repeats, drop blanks. (B, S, V) -> (B, L), padded
+    with `blank` (which is the pad id in Echo)."""
+    best = log_probs.argmax(-1)
+    previous = F.pad(best, (1, 0), value=-1)[:, :-1]
+    valid = torch.arange(best.shape[1], device=best.device) < lengths[:, None]
+    keep = (best != blank) & (best != previous) & valid
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
+    width = max(int(keep.sum(1).max().item()), 1)
+    ids = best.gather(1, order).masked_fill(~keep.gather(1, order), blank)
+    return ids[:, :width]
+
+
+@dataclass
+class CTCState:
+    """CTC prefix state of N hypotheses: forward variables over all frames (T, N) for paths
+    ending in a label (`r_n`) or a blank (`r_b`), the prefix log-probability and last label."""
+
+    r_n: Tensor
+    r_b: Tensor
+    log_psi: Tensor
+    last: Tensor
+    length: int
+
+
+class CTCPrefixScorer:
+    """Batched CTC prefix scoring without a Python loop over frames.
+
+    The per-frame recursions of the prefix algorithm,
+    `r_n[t] = x_c[t] + logaddexp(r_n[t-1], phi[t-1])` and
+    `r_b[t] = x_blank[t] + logaddexp(r_n[t-1], r_b[t-1])`, are linear in probability space, so
+    `r_n[t] = X[t] + logcumsumexp_s(a[s] - X[s])` with `X` the cumulative log-probabilities and
+    `a` the mass entering at each frame; likewise for `r_b`. Computed in float64 so the
+    cumulative sums lose no precision.
+    """
+
+    def __init__(self, log_probs: Tensor, lengths: Tensor, blank: int, eos: int):
+        self.x = log_probs.to(torch.float64).transpose(0, 1).contiguous()  # (T, N, V)
+        self.lengths = lengths
+        self.blank = blank
+        self.eos = eos
+        frames = self.x.shape[0]
+        self.in_utterance = (torch.arange(frames, device=lengths.device)[:, None] < lengths[None, :])[:, :, None]
+        self.cum_blank = torch.cumsum(self.x[:, :, blank], dim=0)  # (T, N)
+
+    def initial_state(self) -> CTCState:
+        n = self.x.shape[1]
+        r_n = torch.full_like(self.cum_blank, -math.inf)
+        zeros = torch.zeros(n, dtype=torch.float64, device=self.x.device)
+        last = torch.full((n,), -1, dtype=torch.long, device=self.x.device)
+        return CTCState(r_n=r_n, r_b=self.cum_blank.clone(), log_psi=zeros, last=last, length=0)
+
+    def score(self, state: CTCState, candidates: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Prefix log-probabilities (N, C) of `prefix + c` for candidates (N, C), and the new
+        forward variables (T, N, C) for each."""
+        frames, n = self.cum_blank.shape
+        x_c = self.x.gather(2, candidates[None].expand(frames, -1, -1))
+        r_sum = torch.logaddexp(state.r_n, state.r_b)
+        repeat = (candidates == state.last[:, None])[None]
+        phi = torch.where(repeat, state.r_b[:, :, None], r_sum[:, :, None])
+        start = max(state.length, 1)
+        entering = torch.full_like(x_c, -math.inf)
+        entering[start:] = phi[start - 1 : -1] + x_c[start:]
+        if state.length == 0:
+            entering[0] = x_c[0]
+        entering = entering.masked_fill(~self.in_utterance, -math.inf)
+
+        log_psi = torch.logsumexp(entering, dim=0)
+        cum = torch.cumsum(x_c, dim=0)
+        r_n = cum + torch.logcumsumexp(entering - cum, dim=0)
+        into_blank = torch.full_like(x_c, -math.inf)
+        into_blank[start:] = r_n[start - 1 : -1] + self.x[start:, :, self.blank, None]
+        cum_blank = self.cum_blank[:, :, None]
+        r_b = cum_blank + torch.logcumsumexp(into_blank - cum_blank, dim=0)
+
+        last_frame = (self.lengths - 1).clamp_min(0)
+        full_prefix = r_sum.gather(0, last_frame[None]).squeeze(0)  # log P(prefix is the whole output)
+        log_psi = torch.where(candidates == self.eos, full_prefix[:, None], log_psi)
+        return log_psi, r_n, r_b
+
+    @staticmethod
+    def select(parts: tuple[Tensor, Tensor, Tensor], candidates: Tensor, rows: Tensor, tokens: Tensor, length: int) -> CTCState:
+        """State after extending hypothesis `rows[i]` with `tokens[i]` (a scored candidate)."""
+        log_psi, r_n, r_b = parts
+        match = candidates[rows] == tokens[:, None]
+        position = match.to(torch.int8).argmax(1)
+        # A token that was not scored (a dead beam, a finished row's padding) is impossible.
+        scored = match.any(1)
+        return CTCState(
+            r_n=r_n[:, rows, position].masked_fill(~scored, -math.inf),
+            r_b=r_b[:, rows, position].masked_fill(~scored, -math.inf),
+            log_psi=log_psi[rows, position].masked_fill(~scored, -math.inf),
+            last=tokens,
+            length=length,
+        )
+
+
+class StepScorer:
+    """Next-token scores of N hypotheses (attention decoder, optionally joint with CTC)."""
+
+    def __init__(
+        self,
+        model: EchoForConditionalGeneration,
+        encoder: EncoderOutput,
+        max_steps: int,
+        use_cache: bool,
+        ctc_weight: float,
+        ctc_candidates: int,
+    ):
+        config = model.config
+        self.model = model
+        self.encoder = encoder
+        self.state = model.decoder.start(encoder, max_steps + 1) if use_cache else None
+        self.ctc_weight = ctc_weight
+        self.ctc_candidates = min(ctc_candidates, config.vocab_size)
+        self.banned = [config.pad_token_id, config.decoder_start_token_id]
+        self.eos = config.eos_token_id
+        self.ctc = None
+        if ctc_weight > 0:
+            log_probs = model.ctc_log_probs(encoder)
+            self.ctc = CTCPrefixScorer(log_probs, encoder.lengths, config.pad_token_id, self.eos)
+            self.ctc_state = self.ctc.initial_state()
+        self._pending: tuple[Tensor, tuple[Tensor, Tensor, Tensor]] | None = None
+
+    def scores(self, tokens: Tensor) -> Tensor:
+        """(N, V) float32 log-scores of the next token after `tokens` (N, t) (start token first)."""
+        if self.state is not None:
+            hidden = self.model.decoder.step(tokens[:, -1:], self.state)
+        else:
+            hidden = self.model.decoder(tokens, self.encoder)[:, -1]
+        scores = F.log_softmax(self.model.decoder.logits(hidden).float(), dim=-1)
+        scores[:, self.banned] = -math.inf
+        if self.ctc is not None:
+            top = scores.topk(self.ctc_candidates, dim=-1).indices
+            candidates = torch.cat([top, torch.full_like(top[:, :1], self.eos)], dim=1)
+            parts = self.ctc.score(self.ctc_state, candidates)
+            previous = self.ctc_state.log_psi[:, None]
+            # An impossible prefix stays impossible (and -inf - -inf must not become NaN).
+            ctc_gain = torch.where(previous == -math.inf, -math.inf, parts[0] - previous).float()
+            joint = (1.0 - self.ctc_weight) * scores.gather(1, candidates) + self.ctc_weight * ctc_gain
+            scores = torch.full_like(scores, -math.inf).scatter(1, candidates, joint)
+            self._pending = (candidates, parts)
+        return scores
+
+    def advance(self, rows: Tensor | None, tokens: Tensor, length: int) -> None:
+        """Hypothesis i continues hypothesis `rows[i]` (None: itself) with `tokens[i]`."""
+        if rows is not None and self.state is not None:
+            self.state.reorder(rows)
+        if self.ctc is not None:
+            candidates, parts = self._pending
+            index = rows if rows is not None else torch.arange(tokens.shape[0], device=tokens.device)
+            self.ctc_state = CTCPrefixScorer.select(parts, candidates, index, tokens, length)
+
+
+def _banned_ngrams(tokens: Tensor, n: int, vocab: int) -> Tensor | None:
+    """(N, V) bool: tokens that would repeat an n-gram already in `tokens` (N, t)."""
+    if n <= 0 or tokens.shape[1] < n:
+        return None
+    windows = tokens.unfold(1, n, 1)  # (N, W, n)
+    recent = tokens[:, tokens.shape[1] - n + 1 :]
+    match = (windows[:, :, :-1] == recent[:, None, :]).all(-1)
+    banned = torch.zeros(tokens.shape[0], vocab, device=tokens.device)
+    return banned.scatter_add_(1, windows[:, :, -1], match.float()) > 0
+
+
+def _constrain(scores: Tensor, tokens: Tensor, step: int, limits: Tensor, eos: int, ngram: int) -> Tensor:
+    banned = _banned_ngrams(tokens, ngram, scores.shape[1])
+    if banned is not None:
+        scores = scores.masked_fill(banned, -math.inf)
+    at_limit = (step + 1 >= limits)[:, None]
+    if bool(at_limit.any()):
+        forced = torch.full_like(scores, -math.inf)
+        forced[:, eos] = 0.0
+        scores = torch.where(at_limit, forced, scores)
+    return scores
+
+
+def _any_unfinished(local: bool, synced: bool, device: torch.device) -> bool:
+    """With `synced_gpus` every rank keeps stepping until all ranks are done (FSDP/ZeRO-3
+    need every rank in every forward)."""
+    if not (synced and torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return local
+    flag = torch.tensor(1.0 if local else 0.0, device=device)
+    torch.distributed.all_reduce(flag)
+    return flag.item() > 0
+
+
+def _finish(sequences: Tensor, eos: int, pad: int) -> Tensor:
+    """Pad everything after the first EOS and trim trailing all-pad columns."""
+    after_eos = torch.cumsum((sequences == eos).int(), dim=1) - (sequences == eos).int() > 0
+    sequences = sequences.masked_fill(after_eos, pad)
+    width = int((sequences != pad).sum(1).max().item()) if sequences.numel() else 0
+    return sequences[:, : max(width, 1)]
+
+
+def greedy_search(scorer: StepScorer, batch: int, limits: Tensor, max_steps: int, options: dict[str, Any]) -> Tensor:
+    config = scorer.model.config
+    device = limits.device
+    tokens = torch.full((batch, max_steps + 1), config.pad_token_id, dtype=torch.long, device=device)
+    tokens[:, 0] = config.decoder_start_token_id
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    for step in range(max_steps):
+        scores = scorer.scores(tokens[:, : step + 1])
+        scores = _constrain(scores, tokens[:, 1 : step + 1], step, limits, config.eos_token_id, options["ngram"])
+        chosen = scores.argmax(-1).masked_fill(finished, config.pad_token_id)
+        tokens[:, step + 1] = chosen
+        scorer.advance(None, chosen, step + 1)
+        finished |= chosen == config.eos_token_id
+        if not _any_unfinished(not bool(finished.all()), options["synced"], device):
+            break
+    return _finish(tokens[:, 1:], config.eos_token_id, config.pad_token_id)
+
+
+def beam_search(
+    scorer: StepScorer, batch: int, beams: int, limits: Tensor, max_steps: int, options: dict[str, Any]
+) -> Tensor:
+    config = scorer.model.config
+    eos, pad = config.eos_token_id, config.pad_token_id
+    device = limits.device
+    vocab = config.vocab_size
+    penalty = options["length_penalty"]
+    rows = batch * beams
+    limits = limits.repeat_interleave(beams)
+
+    tokens = torch.full((rows, max_steps + 1), pad, dtype=torch.long, device=device)
+    tokens[:, 0] = config.decoder_start_token_id
+    running = torch.full((batch, beams), -math.inf, device=device)
+    running[:, 0] = 0.0  # all beams start identical: expand only the first
+    finished_scores = torch.full((batch, beams), -math.inf, device=device)
+    finished_tokens = torch.full((batch, beams, max_steps), pad, dtype=torch.long, device=device)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    offsets = (torch.arange(batch, device=device) * beams)[:, None]
+
+    for step in range(max_steps):
+        scores = scorer.scores(tokens[:, : step + 1])
+        scores = _constrain(scores, tokens[:, 1 : step + 1], step, limits, eos, options["ngram"])
+        total = (running.view(rows, 1) + scores).view(batch, beams * vocab)
+        top_scores, top_index = total.topk(2 * beams, dim=1)
+        source, token = top_index // vocab, top_index % vocab
+        is_eos = token == eos
+        length = step + 1
+
+        # EOS among the best K expansions: a finished hypothesis.
+        rank = torch.arange(2 * beams, device=device)[None]
+        new_finished = torch.where(is_eos & (rank < beams) & ~done[:, None], top_scores / length**penalty, -math.inf)
+        candidates = tokens[(offsets + source).view(-1), 1 : step + 1].view(batch, 2 * beams, step)
+        candidates = F.pad(candidates, (0, max_steps - step), value=pad)
+        candidates[:, :, step] = eos
+        merged_scores = torch.cat([finished_scores, new_finished], dim=1)
+        merged_tokens = torch.cat([finished_tokens, candidates], dim=1)
+        finished_scores, keep = merged_scores.topk(beams, dim=1)
+        finished_tokens = merged_tokens.gather(1, keep[:, :, None].expand(-1, -1, max_steps))
+
+        # The best K non-EOS expansions keep running.
+        order = torch.argsort(is_eos.to(torch.int8), dim=1, stable=True)[:, :beams]
+        running = top_scores.gather(1, order).masked_fill(done[:, None], -math.inf)
+        chosen_rows = (offsets + source.gather(1, order)).view(-1)
+        chosen_tokens = token.gather(1, order).view(-1)
+        tokens = tokens[chosen_rows]
+        tokens[:, step + 1] = chosen_tokens
+        scorer.advance(chosen_rows, chosen_tokens, length)
+
+        best_running = running.max(1).values
+        worst_finished = finished_scores.min(1).values
+        done |= (worst_finished > -math.inf) & (best_running / length**penalty <= worst_finished)
+        done |= best_running == -math.inf
+        done |= step + 1 >= limits.view(batch, beams)[:, 0]
+        if not _any_unfinished(not bool(done.all()), options["synced"], device):
+            break
+
+    best_finished = finished_tokens[:, 0]
+    fallback = tokens.view(batch, beams, -1)[:, 0, 1:]  # no hypothesis finished: best running one
+    use_fallback = (finished_scores[:, 0] == -math.inf)[:, None]
+    output = torch.where(use_fallback, fallback, best_finished)
+    return _finish(output, eos, pad)
+
+
+def _option(name: str, explicit: Any, generation_config: Any, model_config: Any, default: Any) -> Any:
+    if explicit is not None:
+        return explicit
+    for source in (generation_config, model_config):
+        value = getattr(source, name, None) if source is not None else None
+        if value is not None:
+            return value
+    return default
+
+
+def generate(
+    model: EchoForConditionalGeneration,
+    features: dict[str, Tensor] | None,
+    feature_lengths: Tensor | None = None,
+    *,
+    num_beams: int | None = None,
+    max_new_tokens: int | None = None,
+    max_length: int | None = None,
+    length_penalty: float | None = None,
+    ctc_weight: float | None = None,
+    ctc_candidates: int | None = None,
+    no_repeat_ngram_size: int | None = None,
+    max_length_ratio: float | None = None,
+    use_cache: bool = True,
+    encoder_outputs: EncoderOutput | None = None,
+    generation_config: Any = None,
+    synced_gpus: bool = False,
+    **kwargs: Any,
+) -> Tensor:
+    """Decode a batch. Options left as None come from `generation_config`, then from
+    `model.generation_config` (where they can be saved with the model, custom ones such as
+    `ctc_weight` included), then defaults: 1 beam, `max_new_tokens` =
+    `config.max_target_positions` (HF's `max_length` counts the start token, so it means
+    `max_length - 1` new tokens), `max_length_ratio` 1.0, `length_penalty` 1.0, `ctc_weight` =
+    `config.decode_ctc_weight` when the model has a CTC head (always 0 without one),
+    `ctc_candidates` = max(10, 1.5 * beams), `no_repeat_ngram_size` 0 (off)."""
+    unknown = set(kwargs) - _IGNORED_KWARGS - set(_DEFAULT_ONLY_KWARGS)
+    if unknown:
+        raise TypeError(f"generate() got unsupported arguments {sorted(unknown)}")
+    for name, default in _DEFAULT_ONLY_KWARGS.items():
+        if name in kwargs and kwargs[name] is not None and kwargs[name] != default:
+            raise ValueError(f"generate() supports only {name}={default!r}")
+
+    config = model.config
+    model_generation_config = getattr(model, "generation_config", None)
+
+    def option(name: str, explicit: Any, default: Any) -> Any:
+        return _option(name, explicit, generation_config, model_generation_config, default)
+
+    beams = int(option("num_beams", num_beams, 1))
+    new_tokens = option("max_new_tokens", max_new_tokens, None)
+    if new_tokens is None:
+        total = option("max_length", max_length, None)
+        new_tokens = total - 1 if total is not None else config.max_target_positions
+    new_tokens = max(1, min(int(new_tokens), config.max_target_positions))
+    weight = float(option("ctc_weight", ctc_weight, config.decode_ctc_weight)) if model.ctc_head is not None else 0.0
+    candidates = int(option("ctc_candidates", ctc_candidates, max(10, math.ceil(1.5 * beams))))
+    ratio = float(option("max_length_ratio", max_length_ratio, 1.0))
+    options = {
+        "length_penalty": float(option("length_penalty", length_penalty, 1.0)),
+        "ngram": int(option("no_repeat_ngram_size", no_repeat_ngram_size, 0)),
+        "synced": bool(synced_gpus),
+    }
+
+    if encoder_outputs is None:
+        if features is None:
+            raise ValueError("generate needs features (or encoder_outputs)")
+        encoder_outputs = model.encode(features, feature_lengths)
+    per_utterance = torch.ceil(encoder_outputs.lengths.float() * ratio).long() + 1
+    limits = per_utterance.clamp(min=1, max=new_tokens)
+    longest = limits.max()
+    if synced_gpus and torch.distributed.is_available() and torch.distributed.is_initialized():
+        longest = longest.clone()  # ranks keep stepping together: room for the longest of all
+        torch.distributed.all_reduce(longest, op=torch.distributed.ReduceOp.MAX)
+    max_steps = int(longest.item())
+
+    return _search(model, encoder_outputs, beams, limits, max_steps, use_cache, weight, candidates, options, beams == 1)
+
+
+def _search(
+    model: EchoForConditionalGeneration,
+    encoder: EncoderOutput,
+    beams: int,
+    limits: Tensor,
+    max_steps: int,
+    use_cache: bool,
+    ctc_weight: float,
+    ctc_candidates: int,
+    options: dict[str, Any],
+    greedy: bool,
+) -> Tensor:
+    batch = encoder.hidden.shape[0]
+    expanded = encoder.expand(beams) if beams > 1 else encoder
+    scorer = StepScorer(model, expanded, max_steps, use_cache, ctc_weight, ctc_candidates)
+    if greedy:
+        return greedy_search(scorer, batch, limits, max_steps, options)
+    return beam_search(scorer, batch, beams, limits, max_steps, options)

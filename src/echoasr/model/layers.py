@@ -1,0 +1,63 @@
+"""Small building blocks shared by the encoder and the decoder."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm computed in at least float32 (stable under bf16 autocast)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        compute = torch.promote_types(x.dtype, torch.float32)
+        normed = F.rms_norm(x.to(compute), (x.shape[-1],), eps=self.eps)
+        return (normed * self.weight.to(compute)).to(x.dtype)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int, dropout: float):
+        super().__init__()
+        self.up = nn.Linear(dim, hidden)
+        self.down = nn.Linear(hidden, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(self.dropout(F.gelu(self.up(x))))
+
+
+class ResidualAdd(nn.Module):
+    """`x + dropout(update)`: the residual connection of every pre-norm block.
+
+    Kept as a module so that other combinations (the seed's learned blend, gates) can replace
+    it by configuration without touching the blocks.
+    """
+
+    def __init__(self, dropout: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, update: Tensor) -> Tensor:
+        return x + self.dropout(update)
+
+
+def padding_bias(valid: Tensor, dtype: torch.dtype) -> Tensor:
+    """(B, 1, 1, S) additive mask: 0 on valid keys, the dtype's lowest finite value on padding.
+
+    Finite (not -inf) so that a row whose keys are all masked stays NaN-free.
+    """
+    return torch.where(valid, 0.0, torch.finfo(dtype).min).to(dtype)[:, None, None, :]
+
+
+def causal_bias(valid: Tensor, dtype: torch.dtype) -> Tensor:
+    """(B, 1, L, L) additive mask hiding future positions and padded keys."""
+    length = valid.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=valid.device).tril()
+    allowed = causal[None] & valid[:, None, :]
+    return torch.where(allowed, 0.0, torch.finfo(dtype).min).to(dtype)[:, None]

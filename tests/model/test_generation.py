@@ -1,0 +1,217 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from echoasr.model.generation import CTCPrefixScorer, _search, ctc_greedy_decode
+
+BLANK, BOS, EOS = 0, 1, 2
+
+
+# ---------------------------------------------------------------- CTC prefix scores
+
+
+def reference_extend(x, length, r_n_prev, r_b_prev, prefix_length, c, last):
+    """ESPnet's CTCPrefixScore recursion for one candidate, frame by frame (float64)."""
+    r_n = torch.full((length,), -math.inf, dtype=torch.float64)
+    r_b = torch.full((length,), -math.inf, dtype=torch.float64)
+    if prefix_length == 0:
+        r_n[0] = x[0, c]
+    r_sum = torch.logaddexp(r_n_prev, r_b_prev)
+    phi = r_b_prev if c == last else r_sum
+    start = max(prefix_length, 1)
+    log_psi = r_n[start - 1].clone()
+    for t in range(start, length):
+        r_n[t] = torch.logaddexp(r_n[t - 1], phi[t - 1]) + x[t, c]
+        r_b[t] = torch.logaddexp(r_n[t - 1], r_b[t - 1]) + x[t, BLANK]
+        log_psi = torch.logaddexp(log_psi, phi[t - 1] + x[t, c])
+    if c == EOS:
+        log_psi = r_sum[length - 1]
+    return log_psi, r_n, r_b
+
+
+def test_ctc_prefix_scores_match_frame_loop_and_ctc_loss():
+    torch.manual_seed(0)
+    frames, vocab = 9, 6
+    lengths = torch.tensor([9, 6, 4])
+    log_probs = F.log_softmax(3 * torch.randn(3, frames, vocab, dtype=torch.float64), dim=-1)
+    scorer = CTCPrefixScorer(log_probs, lengths, BLANK, EOS)
+    state = scorer.initial_state()
+    candidates = torch.tensor([[1, 2, 3, 4, 5]] * 3)
+    prefixes = [[3, 3, 4, 5, 4], [4, 5, 5, 3, 3], [5, 3, 3, 4, 4]]  # with repeats, longer than 4 frames
+    reference = [
+        (torch.full((int(n),), -math.inf, dtype=torch.float64), torch.cumsum(log_probs[i, : int(n), BLANK], 0))
+        for i, n in enumerate(lengths)
+    ]
+    for step in range(5):
+        parts = scorer.score(state, candidates)
+        assert not torch.isnan(parts[0]).any()
+        for i, n in enumerate(lengths.tolist()):
+            last = prefixes[i][step - 1] if step else -1
+            for j, c in enumerate(candidates[i].tolist()):
+                expected, _, _ = reference_extend(log_probs[i], n, *reference[i], step, c, last)
+                got = parts[0][i, j]
+                if math.isinf(expected):
+                    assert math.isinf(got) and got < 0
+                else:
+                    assert got.item() == pytest.approx(expected.item(), abs=1e-9)
+            chosen = prefixes[i][step]
+            _, r_n, r_b = reference_extend(log_probs[i], n, *reference[i], step, chosen, last)
+            reference[i] = (r_n, r_b)
+        tokens = torch.tensor([p[step] for p in prefixes])
+        state = CTCPrefixScorer.select(parts, candidates, torch.arange(3), tokens, step + 1)
+        # log psi(prefix + EOS) is the CTC probability of the whole prefix.
+        eos_scores = scorer.score(state, torch.full((3, 1), EOS))[0][:, 0]
+        targets = torch.tensor([p[: step + 1] for p in prefixes])
+        loss = F.ctc_loss(log_probs.transpose(0, 1), targets, lengths, torch.full((3,), step + 1), reduction="none")
+        for i in range(3):
+            if math.isinf(loss[i].item()):
+                assert eos_scores[i] == -math.inf
+            else:
+                assert eos_scores[i].item() == pytest.approx(-loss[i].item(), abs=1e-6)
+
+
+def test_ctc_greedy_decode_collapses_repeats_and_blanks():
+    path = torch.tensor([[0, 3, 3, 0, 3, 4, 4, 0, 5], [4, 4, 4, 0, 0, 0, 0, 0, 0]])
+    log_probs = F.one_hot(path, 6).float().log()
+    ids = ctc_greedy_decode(log_probs, torch.tensor([8, 9]), blank=0)
+    assert ids.tolist() == [[3, 3, 4], [4, 0, 0]]
+
+
+# ------------------------------------------------------------------- search
+
+
+def search(model, features, lengths, beams, greedy, use_cache=True, ctc_weight=0.0, max_new=12):
+    encoder = model.encode(features, lengths)
+    limits = (encoder.lengths + 1).clamp(max=max_new)
+    options = {"length_penalty": 1.0, "ngram": 0, "synced": False}
+    with torch.no_grad():
+        return _search(model, encoder, beams, limits, int(limits.max()), use_cache, ctc_weight, 10, options, greedy)
+
+
+def well_separated_model(echo, **overrides):
+    """Random weights large enough that the next-token choice is never a near tie."""
+    return echo.tiny_model(seed=3, vocab_size=24, initializer_range=0.3, **overrides)
+
+
+@pytest.mark.parametrize("ctc_weight", [0.0, 0.4])
+def test_cached_and_uncached_decoding_agree(echo, ctc_weight):
+    model = well_separated_model(echo, features=["mel", "f0"], rotary_theta_mode="phase", pitch_bias=True)
+    features, lengths = echo.make_features(model.config, [30, 22, 13])
+    for beams, greedy in [(1, True), (3, False)]:
+        cached = search(model, features, lengths, beams, greedy, True, ctc_weight)
+        uncached = search(model, features, lengths, beams, greedy, False, ctc_weight)
+        assert torch.equal(cached, uncached)
+        assert cached.shape[1] > 3 and len(set(cached.flatten().tolist())) > 3  # not a degenerate output
+
+
+@pytest.mark.parametrize("ctc_weight", [0.0, 0.4])
+def test_beam_one_equals_greedy(echo, ctc_weight):
+    model = well_separated_model(echo)
+    features, lengths = echo.make_features(model.config, [30, 25, 9, 17])
+    greedy = search(model, features, lengths, 1, True, ctc_weight=ctc_weight)
+    beam = search(model, features, lengths, 1, False, ctc_weight=ctc_weight)
+    assert torch.equal(greedy, beam)
+
+
+def check_layout(ids: torch.Tensor, limit: int) -> None:
+    assert ids.dtype == torch.long and ids.shape[1] <= limit
+    for row in ids.tolist():
+        assert BOS not in row
+        if EOS in row:
+            end = row.index(EOS)
+            assert all(t == 0 for t in row[end + 1 :]) and 0 not in row[:end]
+
+
+@pytest.mark.parametrize("beams", [1, 4])
+def test_generate_output_layout_and_limits(echo, beams):
+    model = well_separated_model(echo)
+    features, lengths = echo.make_features(model.config, [30, 11])
+    ids = model.generate(features=features, feature_lengths=lengths, num_beams=beams, max_new_tokens=5)
+    check_layout(ids, 5)
+    short = model.generate(features=features, feature_lengths=lengths, num_beams=beams, max_length_ratio=0.25)
+    encoder_lengths = model.encoder.output_lengths(lengths)
+    for row, n in zip(short.tolist(), encoder_lengths.tolist()):
+        assert len([t for t in row if t != 0]) <= math.ceil(0.25 * n) + 1
+
+
+def test_generate_batch_equals_examples(echo):
+    model = well_separated_model(echo, features=["mel", "f0"], rotary_radius="bounded", pitch_bias=True)
+    lengths = [31, 18, 7]
+    features, lengths_t = echo.make_features(model.config, lengths)
+    for beams in (1, 3):
+        batched = model.generate(features=features, feature_lengths=lengths_t, num_beams=beams)
+        for i, n in enumerate(lengths):
+            alone = model.generate(features=echo.slice_example(features, i, n), feature_lengths=torch.tensor([n]), num_beams=beams)
+            row = batched[i, : alone.shape[1]]
+            assert torch.equal(row, alone[0]) and torch.all(batched[i, alone.shape[1] :] == 0)
+
+
+def test_no_repeat_ngram_guard(echo):
+    model = echo.tiny_model(seed=0, ctc_weight=0.0)
+    features, lengths = echo.make_features(model.config, [40, 40])
+    plain = model.generate(features=features, feature_lengths=lengths, max_new_tokens=12)
+
+    def repeated_bigram(row):
+        pairs = [tuple(row[i : i + 2]) for i in range(len(row) - 1) if 0 not in row[i : i + 2]]
+        return len(pairs) != len(set(pairs))
+
+    assert any(repeated_bigram(row) for row in plain.tolist())  # this model does loop
+    for beams in (1, 3):
+        guarded = model.generate(features=features, feature_lengths=lengths, max_new_tokens=12, no_repeat_ngram_size=2, num_beams=beams)
+        assert not any(repeated_bigram(row) for row in guarded.tolist())
+
+
+def test_generate_tolerates_trainer_kwargs_and_rejects_the_rest(echo):
+    model = well_separated_model(echo)
+    features, lengths = echo.make_features(model.config, [20, 12])
+    labels = echo.make_labels([[5, 6], [7]])
+    ids = model.generate(
+        features=features, feature_lengths=lengths, labels=labels, synced_gpus=True, max_length=4, num_beams=None
+    )
+    check_layout(ids, 3)
+    with pytest.raises(ValueError, match="do_sample"):
+        model.generate(features=features, feature_lengths=lengths, do_sample=True)
+    with pytest.raises(TypeError, match="top_k"):
+        model.generate(features=features, feature_lengths=lengths, top_k=5)
+
+
+def test_generation_config_supplies_defaults(echo):
+    model = well_separated_model(echo)
+    features, lengths = echo.make_features(model.config, [30])
+    model.generation_config.max_new_tokens = 2
+    assert model.generate(features=features, feature_lengths=lengths).shape[1] <= 2
+    assert model.generate(features=features, feature_lengths=lengths, max_new_tokens=4).shape[1] <= 4
+
+
+def test_trainer_default_filling_does_not_truncate(echo):
+    from transformers import GenerationConfig
+
+    model = echo.tiny_model(max_target_positions=40, ctc_weight=0.0)
+    # What Seq2SeqTrainer.prediction_step does to the model's generation config.
+    model.generation_config.update(**GenerationConfig._get_default_generation_params(), defaults_only=True)
+    features, lengths = echo.make_features(model.config, [80])
+    model.generation_config.ctc_weight = 0.0
+    ids = model.generate(features=features, feature_lengths=lengths, max_length_ratio=2.0)
+    assert ids.shape[1] > 19  # not cut at HF's default max_length of 20
+
+
+def test_beam_scores_never_nan_with_dead_beams(echo, monkeypatch):
+    # More beams than CTC-scored candidates: some beams die (-inf), which must not turn into NaN.
+    from echoasr.model import generation
+
+    seen = []
+    original = generation.StepScorer.scores
+
+    def recording(self, tokens):
+        scores = original(self, tokens)
+        seen.append(bool(torch.isnan(scores).any()))
+        return scores
+
+    monkeypatch.setattr(generation.StepScorer, "scores", recording)
+    model = well_separated_model(echo)
+    features, lengths = echo.make_features(model.config, [30, 25, 9, 17])
+    ids = model.generate(features=features, feature_lengths=lengths, num_beams=8, ctc_candidates=2, ctc_weight=0.5)
+    check_layout(ids, 16)
+    assert seen and not any(seen)
