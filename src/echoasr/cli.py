@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_features_command(commands)
     _add_plot_command(commands)
     _add_data_commands(commands)
+    _add_train_command(commands)
+    _add_evaluate_command(commands)
+    _add_transcribe_command(commands)
     _add_demo_command(commands)
     return parser
 
@@ -87,14 +90,136 @@ def _add_plot_command(subparsers) -> None:
     pitch.set_defaults(handler=handler)
 
 
+def _add_train_command(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train a model (Hugging Face Seq2SeqTrainer)",
+        description="Train an Echo model. The configuration is a preset, then the YAML file's keys, then the "
+        "options below. RUN receives the resolved config, tokenizer, feature settings, TensorBoard logs (RUN/logs), "
+        "checkpoints and the final model.",
+    )
+    parser.add_argument("--data", required=True, help="corpus folder (train.tsv, dev.tsv) or a training manifest")
+    parser.add_argument("--out", required=True, metavar="RUN", help="run folder (must be new unless --resume)")
+    parser.add_argument("--preset", default=None, help="tiny, small (default), base, small-plain, base-plain")
+    parser.add_argument("--config", default=None, metavar="FILE.yaml", help="options overriding the preset")
+    parser.add_argument("--dev", default=None, metavar="MANIFEST", help="dev set (default: DATA/dev.tsv if present)")
+    parser.add_argument("--resume", action="store_true", help="continue RUN from its latest checkpoint")
+    parser.add_argument("--max-steps", type=int, default=None, help="optimizer steps (overrides the config)")
+    parser.add_argument("--max-minutes", type=float, default=None, help="stop and save after this much training")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--optimizer", default=None, help="adamw or maxfactor")
+    parser.add_argument("--learning-rate", type=float, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="bf16 autocast (default on; CPU or a bf16-capable GPU)")
+    parser.add_argument("--cache-dir", default=None, help="feature cache (default: DATA/features-cache)")
+    parser.add_argument("--workers", type=int, default=None, help="feature extraction processes (default: all cores)")
+
+    def handler(args: argparse.Namespace) -> int:
+        from echoasr import training
+
+        overrides = {"max_steps": args.max_steps, "max_minutes": args.max_minutes, "seed": args.seed,
+                     "optimizer": args.optimizer, "learning_rate": args.learning_rate, "threads": args.threads,
+                     "bf16": args.bf16}
+        if args.resume:
+            if args.preset or args.config:
+                raise EchoError("--resume continues RUN with its saved config; drop --preset/--config")
+            config, resume_overrides = None, {k: overrides[k] for k in training.RESUME_OPTIONS}
+            if any(overrides[k] is not None for k in set(overrides) - set(training.RESUME_OPTIONS)):
+                raise EchoError(f"--resume can only change {', '.join(training.RESUME_OPTIONS)}")
+        else:
+            config, resume_overrides = training.resolve_config(args.preset, args.config, overrides), None
+        summary = training.train(args.data, args.out, config, dev=args.dev, resume=args.resume,
+                                 resume_overrides=resume_overrides, cache_dir=args.cache_dir, workers=args.workers)
+        print(training.format_summary(summary))
+        print(f"model: {args.out}")
+        return 0
+
+    parser.set_defaults(handler=handler)
+
+
+def _add_decoding_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="RUN", help="run folder, model folder or checkpoint")
+    parser.add_argument("--beam", type=int, default=8, help="beam size (default 8; 1 = greedy)")
+    parser.add_argument("--bf16", action="store_true", help="decode under bf16 autocast")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+
+
+def _add_evaluate_command(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="decode a test set and score WER/CER",
+        description="Decode a manifest (TSV/JSONL with path and text) or dataset and print WER, CER, "
+        "substitutions/deletions/insertions and the real-time factor; per-utterance hypotheses go to a TSV.",
+    )
+    _add_decoding_options(parser)
+    parser.add_argument("--data", required=True, help="manifest, or dataset folder with --split")
+    parser.add_argument("--split", default=None)
+    parser.add_argument("--ctc-weight", type=float, default=None, help="CTC weight in joint decoding (default: the model's)")
+    parser.add_argument("--ctc-greedy", action="store_true", help="best path of the CTC head only (fast)")
+    parser.add_argument("--out", default=None, metavar="FILE.tsv", help="hypotheses (default: MODEL/eval/NAME.tsv)")
+    parser.add_argument("--workers", type=int, default=1, help="feature extraction processes (default 1)")
+    parser.add_argument("--cache-dir", default=None, help="reuse/store features here")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of metrics")
+
+    def handler(args: argparse.Namespace) -> int:
+        import json
+
+        from echoasr import evaluation
+
+        result = evaluation.evaluate(args.model, args.data, split=args.split, beams=args.beam, ctc_weight=args.ctc_weight,
+                                     ctc_greedy=args.ctc_greedy, bf16=args.bf16, workers=args.workers,
+                                     cache_dir=args.cache_dir, out=args.out, threads=args.threads)
+        print(evaluation.format_result(result))
+        if args.json:
+            print(json.dumps(result))
+        return 0
+
+    parser.set_defaults(handler=handler)
+
+
+def _add_transcribe_command(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "transcribe", help="transcribe audio files",
+        description="Print one line per file: PATH<TAB>TEXT. Files longer than the model takes are cut at silences.",
+    )
+    _add_decoding_options(parser)
+    parser.add_argument("audio", nargs="+", metavar="AUDIO")
+    parser.add_argument("--chunk-seconds", type=float, default=None, help="longest chunk (default: the model's limit)")
+
+    def handler(args: argparse.Namespace) -> int:
+        from echoasr.transcribe import transcribe
+
+        for path, text in transcribe(args.model, args.audio, beams=args.beam, chunk_seconds=args.chunk_seconds,
+                                     bf16=args.bf16, threads=args.threads):
+            print(f"{path}\t{text}")
+        return 0
+
+    parser.set_defaults(handler=handler)
+
+
 def _add_demo_command(subparsers) -> None:
-    parser = subparsers.add_parser("demo", help="run the toolkit end to end on generated speech")
+    parser = subparsers.add_parser(
+        "demo", help="build data, train a pitch-aware model and a plain baseline, compare them (~20 min)",
+        description="End to end on 2 CPU cores in about 20 minutes: synthetic corpus + human test set, the "
+        "pitch-aware 'small' model and its plain-RoPE baseline trained for the same budget, evaluation on "
+        "test_seen, test_unseen and the human set, pocketsphinx on the human set, a side-by-side table. "
+        "Anything already built in OUT is reused.",
+    )
     parser.add_argument("--out", default="demo", metavar="DIR", help="output folder (default: demo)")
+    parser.add_argument("--utterances", type=int, default=5000, help="corpus size (default 5000)")
+    parser.add_argument("--preset", default="small", help="model preset; the baseline is PRESET-plain (default small)")
+    parser.add_argument("--max-steps", type=int, default=None, help="training steps per model (default: the preset's)")
+    parser.add_argument("--max-minutes", type=float, default=14.0, help="training time cap per model (default 14)")
+    parser.add_argument("--beam", type=int, default=8, help="beam size for evaluation (default 8)")
+    parser.add_argument("--parallel", action=argparse.BooleanOptionalAction, default=True,
+                        help="train the two models as two concurrent 1-thread processes (default) or one after the other")
+    parser.add_argument("--human-limit", type=int, default=None, help=argparse.SUPPRESS)  # tests: a few prompts
 
     def handler(args: argparse.Namespace) -> int:
         from echoasr import demo
 
-        return demo.run(args.out)
+        return demo.run(args.out, utterances=args.utterances, preset=args.preset, max_steps=args.max_steps,
+                        max_minutes=args.max_minutes, beams=args.beam, parallel=args.parallel,
+                        human_limit=args.human_limit)
 
     parser.set_defaults(handler=handler)
 

@@ -1,56 +1,337 @@
-"""``echoasr demo`` for now: synthesise a sentence offline, run the front end on it, plot its pitch.
+"""``echoasr demo`` (``make demo``): the whole toolkit end to end, in about 20 minutes on 2 CPU cores.
 
-A stand-in until the training pipeline exists (a later issue replaces it with data -> train ->
-evaluate). Uses flite (voice slt) when installed, else espeak-ng.
+1. a synthetic multi-speaker corpus (``echoasr data synth``; held-out voices awb, ked,
+   espeak-m5, espeak-f3 only in ``test_unseen``) and the human test set (Asterisk prompts);
+2. features for the training and dev sets, once, into the corpus's feature cache;
+3. two models trained for the same fixed budget: the pitch-aware ``small`` preset (mel + f0
+   input, pitch-warped rotary phase, bounded radius, pitch bias) and the plain-RoPE mel baseline
+   ``small-plain``; by default as two concurrent one-thread processes, which on two cores trains
+   both faster than one after the other (``benchmarks/training_speed.py``);
+4. both evaluated on ``test_seen``, ``test_unseen`` and the human set (joint CTC/attention beam
+   search), and pocketsphinx on the human set;
+5. a side-by-side table, printed and written to ``OUT/results.md`` and ``OUT/results.json``.
+
+Everything already built is reused (and said so): the corpus, the human set, cached features,
+finished runs (a run with checkpoints but no final model is resumed) and evaluation results.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import shutil
+import os
 import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import yaml
+
+from echoasr import atomic
 from echoasr.errors import EchoError
 
 log = logging.getLogger(__name__)
 
-DEMO_TEXT = (
-    "Does pitch help a machine recognise speech? "
-    "Listen to the melody of this sentence as it rises and falls."
-)
+TEST_SETS = ("test_seen", "test_unseen", "human")
 
 
-def synthesize(text: str, out: Path) -> str:
-    """Speak ``text`` into the WAV file ``out`` with an offline TTS engine; return the engine used."""
-    if shutil.which("flite"):
-        command, engine = ["flite", "-voice", "slt", "-t", text, "-o", str(out)], "flite (slt)"
-    elif shutil.which("espeak-ng"):
-        command, engine = ["espeak-ng", "-v", "en-us", "-w", str(out), text], "espeak-ng (en-us)"
-    else:
-        raise EchoError("the demo needs flite or espeak-ng (sudo apt-get install flite)")
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0 or not out.is_file():
-        raise EchoError(f"{command[0]} failed: {result.stderr.strip() or result.returncode}", out)
-    return engine
+@dataclass
+class DemoSettings:
+    out: Path
+    utterances: int = 5000
+    seed: int = 0
+    preset: str = "small"
+    max_steps: int | None = None
+    max_minutes: float | None = 14.0
+    beams: int = 8
+    parallel: bool = True
+    human_limit: int | None = None
+
+    @property
+    def models(self) -> dict[str, str]:
+        """label -> preset."""
+        return {"pitch": self.preset, "plain": f"{self.preset}-plain"}
 
 
-def run(out_dir: str = "demo") -> int:
-    from echoasr.audio import load_audio
-    from echoasr.features import FeatureSettings, extract
-    from echoasr.features.command import format_summary, save_npz, summarize
-    from echoasr.plots import plot_pitch
+class Steps:
+    """Numbered step headers with the wall time of each step."""
 
-    folder = Path(out_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    wav = folder / "speech.wav"
-    engine = synthesize(DEMO_TEXT, wav)
-    print(f"synthesised with {engine}: {wav}\n  \"{DEMO_TEXT}\"")
-    settings = FeatureSettings()
-    audio = load_audio(wav)
-    arrays = extract(audio, settings=settings)
-    print(format_summary(summarize(wav, len(audio), arrays, settings)))
-    save_npz(folder / "speech.npz", arrays)
-    picture = plot_pitch(audio, arrays, folder / "pitch.png", title=wav.name, f0_method=settings.f0_method)
-    print(f"features: {folder / 'speech.npz'}\npitch plot: {picture}")
+    def __init__(self, total: int):
+        self.total, self.index, self.start = total, 0, time.monotonic()
+        self.times: dict[str, float] = {}
+        self._current: tuple[str, float] | None = None
+
+    def next(self, name: str, title: str) -> None:
+        self.close()
+        self.index += 1
+        print(f"\n[{self.index}/{self.total}] {title}", flush=True)
+        self._current = (name, time.monotonic())
+
+    def close(self) -> None:
+        if self._current:
+            title, started = self._current
+            self.times[title] = round(time.monotonic() - started, 1)
+            self._current = None
+
+
+def run(out_dir: str = "demo", **options: Any) -> int:
+    settings = DemoSettings(Path(out_dir), **options)
+    results = run_demo(settings)
+    print("\n" + results["markdown"])
+    print(f"\nwhole demo: {results['wall_seconds'] / 60:.1f} min wall; tables in {settings.out / 'results.md'} "
+          f"and {settings.out / 'results.json'}")
     return 0
+
+
+def run_demo(settings: DemoSettings) -> dict[str, Any]:
+    from echoasr.training import resolve_config
+
+    for preset in settings.models.values():
+        resolve_config(preset)  # an unknown preset fails before any work
+    steps = Steps(6)
+    root = settings.out
+    corpus, human = root / "data" / "synth", root / "data" / "human"
+
+    steps.next("corpus", f"corpus: {settings.utterances} synthetic utterances -> {corpus}")
+    build_corpus_once(corpus, settings)
+    steps.next("human set", f"human test set -> {human}")
+    build_human_once(human, settings)
+
+    steps.next("features", "features (mel, f0) for train and dev -> feature cache")
+    prepare_features(corpus, settings)
+
+    runs = {label: root / "runs" / label for label in settings.models}
+    steps.next("training", "training " + " and ".join(f"{label} ({preset})" for label, preset in settings.models.items())
+               + (" as two concurrent 1-thread processes" if settings.parallel else " one after the other"))
+    train_models(corpus, runs, settings)
+
+    steps.next("evaluation", "evaluation: " + ", ".join(TEST_SETS) + f" (joint CTC/attention, {settings.beams} beams)")
+    manifests = {"test_seen": corpus / "test_seen.tsv", "test_unseen": corpus / "test_unseen.tsv",
+                 "human": human / "human.tsv"}
+    scores = {label: {name: evaluate_once(run, manifests[name], name, settings) for name in TEST_SETS}
+              for label, run in runs.items()}
+
+    steps.next("pocketsphinx", "pocketsphinx on the human set")
+    reference = pocketsphinx_once(manifests["human"], root / "results" / "pocketsphinx.json")
+    steps.close()
+
+    results = {
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(settings).items()},
+        "models": {label: _run_facts(run) for label, run in runs.items()},
+        "scores": scores,
+        "pocketsphinx": reference,
+        "step_seconds": steps.times,
+        "wall_seconds": round(time.monotonic() - steps.start, 1),
+    }
+    results["markdown"] = results_table(results)
+    atomic.write_text(root / "results.json", json.dumps(results, indent=1) + "\n")
+    atomic.write_text(root / "results.md", results["markdown"] + "\n")
+    return results
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+def build_corpus_once(folder: Path, settings: DemoSettings) -> None:
+    from echoasr.data.synth import build_corpus
+
+    info = folder / "corpus.json"
+    if info.is_file():
+        previous = json.loads(info.read_text())
+        same = previous.get("settings", {}).get("utterances") == settings.utterances and \
+            previous.get("settings", {}).get("seed") == settings.seed
+        if previous.get("complete") and same:
+            print(f"reusing the corpus already built in {folder}")
+            return
+    summary = build_corpus(folder, settings.utterances, seed=settings.seed)
+    print(f"{summary['hours']:.2f} h of audio; held-out speakers (test_unseen only): "
+          f"{', '.join(summary['held_out_speakers'])}")
+
+
+def build_human_once(folder: Path, settings: DemoSettings) -> None:
+    from echoasr.data.human import build_human_set
+
+    if (folder / "human.tsv").is_file():
+        print(f"reusing the human set in {folder}")
+        return
+    summary = build_human_set(folder, limit=settings.human_limit)
+    print(f"{summary['prompts']} prompts, {summary['minutes']:.1f} min")
+
+
+def prepare_features(corpus: Path, settings: DemoSettings) -> None:
+    """Fill the feature cache for both models at once (the pitch model's features include the
+    plain model's mel), so the training processes only read it."""
+    from echoasr.data import load_dataset_any
+    from echoasr.data.featurize import default_cache_dir, extract_features
+    from echoasr.features import FeatureSettings
+    from echoasr.training import resolve_config
+
+    config = resolve_config(settings.models["pitch"])
+    cache = default_cache_dir(corpus)
+    for split in ("train", "dev"):
+        utterances = load_dataset_any(corpus, split=split, max_duration=config.max_duration)
+        extract_features(utterances, ["mel", "f0"], FeatureSettings(f0_method=config.f0_method), cache_dir=cache,
+                         description=f"{split} features")
+
+
+# -------------------------------------------------------------------------------- training
+
+
+def _demo_config(preset: str, settings: DemoSettings, threads: int | None):
+    from echoasr.training import resolve_config
+
+    return resolve_config(preset, overrides={"max_steps": settings.max_steps, "max_minutes": settings.max_minutes,
+                                             "seed": settings.seed, "threads": threads})
+
+
+def _same_config(run: Path, config) -> bool:
+    """Whether ``run`` was started with ``config`` (thread counts aside: they change no result)."""
+    saved = run / "train_config.yaml"
+    if not saved.is_file():
+        return False
+    ignore = {"threads"}
+    previous = {k: v for k, v in (yaml.safe_load(saved.read_text()) or {}).items() if k not in ignore}
+    return previous == {k: v for k, v in config.to_dict().items() if k not in ignore}
+
+
+def train_models(corpus: Path, runs: dict[str, Path], settings: DemoSettings) -> None:
+    from echoasr.training import train
+
+    threads = 1 if settings.parallel else None
+    pending = {}
+    for label, run in runs.items():
+        config = _demo_config(settings.models[label], settings, threads)
+        resume = _same_config(run, config)
+        if resume and (run / "model.safetensors").is_file():
+            print(f"reusing the trained {label} model in {run}")
+            continue
+        if run.exists() and any(run.iterdir()) and not resume:
+            raise EchoError("holds a run with other settings; delete it or choose another --out", run)
+        pending[label] = (run, config, resume)
+    if not pending:
+        return
+    if not settings.parallel or len(pending) == 1:
+        for label, (run, config, resume) in pending.items():
+            print(f"{'resuming' if resume else 'training'} {label} -> {run}")
+            train(corpus, run, None if resume else config, resume=resume, resume_overrides={"threads": config.threads})
+        return
+    _train_concurrently(corpus, pending)
+
+
+def _train_concurrently(corpus: Path, pending: dict[str, tuple[Path, Any, bool]]) -> None:
+    """One ``echoasr train`` process per model, one thread each; progress bars from their
+    ``progress.json``; logs in ``RUN.log``."""
+    from tqdm import tqdm
+
+    processes, bars, logs = {}, {}, {}
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    for position, (label, (run, config, resume)) in enumerate(pending.items()):
+        run.parent.mkdir(parents=True, exist_ok=True)
+        config_file = run.parent / f"{label}.yaml"
+        atomic.write_text(config_file, yaml.safe_dump(config.to_dict(), sort_keys=False))
+        command = [sys.executable, "-m", "echoasr", "train", "--data", str(corpus), "--out", str(run), "--workers", "1"]
+        command += ["--resume", "--threads", "1"] if resume else ["--config", str(config_file)]
+        logs[label] = run.parent / f"{label}.log"
+        print(f"{'resuming' if resume else 'training'} {label} -> {run} (log: {logs[label]})")
+        processes[label] = subprocess.Popen(command, stdout=open(logs[label], "w"), stderr=subprocess.STDOUT,
+                                            env=environment)
+        bars[label] = tqdm(total=config.max_steps, desc=f"train {label}", unit="step", position=position,
+                           dynamic_ncols=True)
+    try:
+        while any(process.poll() is None for process in processes.values()):
+            time.sleep(2)
+            for label, (run, _, _) in pending.items():
+                progress = _read_progress(run)
+                if progress:
+                    bars[label].total = progress["max_steps"]
+                    bars[label].n = progress["step"]
+                    if progress.get("loss") is not None:
+                        bars[label].set_postfix(loss=f"{progress['loss']:.3f}", refresh=False)
+                    bars[label].refresh()
+    except KeyboardInterrupt:
+        for process in processes.values():
+            process.terminate()
+        raise
+    finally:
+        for bar in bars.values():
+            bar.close()
+    for label, process in processes.items():
+        if process.wait() != 0:
+            tail = logs[label].read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+            raise EchoError(f"training {label} failed: {tail[0]}", logs[label])
+
+
+def _read_progress(run: Path) -> dict | None:
+    try:
+        return json.loads((run / "progress.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _run_facts(run: Path) -> dict[str, Any]:
+    summary = json.loads((run / "train_summary.json").read_text())
+    config = yaml.safe_load((run / "train_config.yaml").read_text())
+    return {key: summary.get(key) for key in ("steps", "train_seconds", "parameters", "train_utterances", "train_hours",
+                                              "threads", "dev")} | {"features": config["model"].get("features")}
+
+
+# ------------------------------------------------------------------------------ evaluation
+
+
+def evaluate_once(run: Path, manifest: Path, name: str, settings: DemoSettings) -> dict[str, Any]:
+    from echoasr.evaluation import evaluate, format_result
+
+    target = run / "eval" / f"{name}.json"
+    weights = run / "model.safetensors"
+    if target.is_file() and target.stat().st_mtime > max(weights.stat().st_mtime, manifest.stat().st_mtime):
+        result = json.loads(target.read_text())
+        if result.get("beams") == settings.beams and result.get("data") == str(manifest):
+            print(f"reusing {target}")
+            return result
+    result = evaluate(run, manifest, beams=settings.beams, out=run / "eval" / f"{name}.tsv")
+    atomic.write_text(target, json.dumps(result, indent=1) + "\n")
+    print(f"{run.name}: " + format_result(result).replace("\n", "\n  "))
+    return result
+
+
+def pocketsphinx_once(manifest: Path, target: Path) -> dict[str, Any]:
+    from echoasr.evaluation import pocketsphinx_evaluate
+
+    if target.is_file() and target.stat().st_mtime > manifest.stat().st_mtime:
+        print(f"reusing {target}")
+        return json.loads(target.read_text())
+    result = pocketsphinx_evaluate(manifest)
+    atomic.write_text(target, json.dumps(result, indent=1) + "\n")
+    print(f"pocketsphinx: WER {100 * result['wer']:.1f}%  CER {100 * result['cer']:.1f}%  RTF {result['rtf']:.3f}")
+    return result
+
+
+def results_table(results: dict[str, Any]) -> str:
+    models, scores, reference = results["models"], results["scores"], results["pocketsphinx"]
+    labels = list(models)
+    header = ["test set"] + [f"{label} WER / CER" for label in labels] + ["pocketsphinx WER / CER"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+    def cell(result: dict | None) -> str:
+        return "–" if result is None else f"{100 * result['wer']:.1f}% / {100 * result['cer']:.1f}%"
+
+    for name in TEST_SETS:
+        count = scores[labels[0]][name]["utterances"]
+        row = [f"{name} ({count})"] + [cell(scores[label][name]) for label in labels]
+        row.append(cell(reference) if name == "human" else "–")
+        lines.append("| " + " | ".join(row) + " |")
+    rtf = ["RTF (human)"] + [f"{scores[label]['human']['rtf']:.3f}" for label in labels] + [f"{reference['rtf']:.3f}"]
+    lines.append("| " + " | ".join(rtf) + " |")
+    notes = []
+    for label in labels:
+        facts = models[label]
+        notes.append(f"- {label}: features {'+'.join(facts['features'])}, {facts['parameters'] / 1e6:.1f} M parameters, "
+                     f"{facts['steps']} steps in {facts['train_seconds'] / 60:.1f} min ({facts['threads']} thread(s)), "
+                     f"{facts['train_utterances']} utterances ({facts['train_hours']:.2f} h)")
+    notes.append(f"- decoding: joint CTC/attention beam search, {scores[labels[0]]['human']['beams']} beams; RTF = wall "
+                 "time for features + decoding / audio duration (pocketsphinx: CPU time per audio second, one core)")
+    steps = ", ".join(f"{name} {seconds / 60:.1f}" for name, seconds in results["step_seconds"].items())
+    notes.append(f"- wall time {results['wall_seconds'] / 60:.1f} min ({steps} min)")
+    return "\n".join(lines) + "\n\n" + "\n".join(notes)

@@ -1,0 +1,588 @@
+"""Training: presets, YAML configs and the Hugging Face ``Seq2SeqTrainer`` set-up.
+
+``echoasr train --preset NAME | --config FILE.yaml --data DIR --out RUN`` resolves a
+:class:`TrainConfig` (a preset, then the YAML file's keys, then command-line options), trains a
+tokenizer on the training transcripts, extracts features once (on-disk cache, parallel, kept in
+memory as float16) and trains with :class:`EchoTrainer`. The run folder ``RUN`` holds:
+
+* ``train_config.yaml``: the resolved configuration (``--config RUN/train_config.yaml`` repeats it);
+* ``processor.json`` + ``tokenizer/``: feature names and settings, the tokenizer;
+* ``checkpoint-N/``: Hugging Face checkpoints (safetensors weights, optimizer, scheduler, RNG
+  state, the processor), every ``save_steps``, at most ``save_total_limit`` kept;
+* ``logs/``: TensorBoard events; ``model.safetensors``, ``config.json``,
+  ``generation_config.json``: the final model; ``train_summary.json``.
+
+``--resume`` continues a killed run from its latest checkpoint (Hugging Face's
+``resume_from_checkpoint``: weights, optimizer, scheduler, RNG state and position in the epoch).
+
+Presets live in :data:`PRESETS` (name -> :class:`TrainConfig`); :func:`register_preset` adds one.
+Optimizers come from :func:`echoasr.optim.build_optimizer` (``optimizer`` + ``optimizer_options``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from echoasr import atomic
+from echoasr.errors import EchoError
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "train_config.yaml"
+# What a resumed run may change: budgets and threads, nothing that changes the model or the data.
+RESUME_OPTIONS = ("max_steps", "max_minutes", "threads")
+SUMMARY_FILE = "train_summary.json"
+
+# Pitch-aware encoder: mel + f0 input, pitch-warped rotary phase, bounded radius, pitch bias.
+PITCH_MODEL = dict(features=["mel", "f0"], rotary_theta_mode="phase", rotary_radius="bounded", pitch_bias=True)
+# The plain baseline: mel only, standard RoPE.
+PLAIN_MODEL = dict(features=["mel"], rotary_theta_mode="none", rotary_radius="none", pitch_bias=False)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs beyond the data. ``model`` holds `EchoConfig` options
+    (``vocab_size`` comes from the tokenizer); ``spec_augment`` holds
+    :class:`~echoasr.data.collate.SpecAugment` fields (None: no masking)."""
+
+    preset: str | None = None  # the preset this configuration started from (recorded, not applied)
+    model: dict[str, Any] = field(default_factory=dict)
+    tokenizer: str = "sentencepiece"  # or "char"
+    vocab_size: int = 256
+    f0_method: str = "dio"
+    normalize: list[str] = field(default_factory=list)  # features given per-utterance CMVN (e.g. ["mel"])
+    max_duration: float = 20.0  # seconds; longer training/dev utterances are skipped
+    train_limit: int | None = None  # use only the first N training utterances
+    dev_limit: int | None = 100  # dev utterances decoded at each evaluation
+    batch_frames: int = 20000  # padded input frames (10 ms) per batch
+    batch_max_items: int | None = None
+    optimizer: str = "adamw"
+    optimizer_options: dict[str, Any] = field(default_factory=dict)
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    lr_scheduler: str = "cosine"
+    max_grad_norm: float = 1.0
+    max_steps: int = 1000
+    max_minutes: float | None = None  # stop (and save) when training has run this long
+    spec_augment: dict[str, Any] | None = field(default_factory=dict)
+    eval_steps: int = 500
+    eval_beams: int = 1
+    save_steps: int = 500
+    save_total_limit: int = 2
+    logging_steps: int = 25
+    bf16: bool = True
+    seed: int = 0
+    threads: int | None = None  # torch intra-op threads (None: torch's default)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise EchoError(f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(fields)}", source)
+        values = copy.deepcopy(values)
+        for name, value in values.items():
+            values[name] = _coerce(name, value, str(fields[name].type), source)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def merged(self, overrides: dict[str, Any], source: str = "config") -> TrainConfig:
+        """A copy with ``overrides`` applied; ``model`` and ``spec_augment`` dicts merge key by key."""
+        values = self.to_dict()
+        for key, value in overrides.items():
+            if key in ("model", "spec_augment", "optimizer_options") and isinstance(value, dict) and isinstance(values.get(key), dict):
+                values[key] = {**values[key], **value}
+            else:
+                values[key] = value
+        return TrainConfig.from_dict(values, source)
+
+
+def _coerce(name: str, value: Any, annotation: str, source: str) -> Any:
+    """Check a value against its field's annotation; YAML 1.1 reads ``3e-3`` as a string, so
+    numbers in strings are accepted for float fields."""
+    if value is None:
+        if "None" not in annotation:
+            raise EchoError(f"{name} cannot be empty", source)
+        return None
+    kind = annotation.split("|")[0].strip()
+    try:
+        if kind == "float" and not isinstance(value, bool):
+            return float(value)
+        if kind == "int" and not isinstance(value, bool) and float(value) == int(value):
+            return int(value)
+    except (TypeError, ValueError):
+        raise EchoError(f"{name} must be a number, not {value!r}", source) from None
+    expected = {"int": int, "bool": bool, "str": str}.get(kind)
+    if kind.startswith("dict") and not isinstance(value, dict) or kind.startswith("list") and not isinstance(value, list) \
+            or expected is not None and not isinstance(value, expected):
+        raise EchoError(f"{name} must be {kind}, not {value!r}", source)
+    return value
+
+
+PRESETS: dict[str, TrainConfig] = {}
+
+
+def register_preset(name: str, config: TrainConfig) -> None:
+    """Make ``config`` available as ``--preset name``."""
+    PRESETS[name] = dataclasses.replace(config, preset=name)
+
+
+register_preset("tiny", TrainConfig(
+    model=dict(d_model=64, encoder_layers=2, decoder_layers=1, attention_heads=4, ffn_dim=128, dropout=0.0,
+               subsampling=4, ctc_weight=0.3, **PITCH_MODEL),
+    tokenizer="char", normalize=["mel"], max_duration=15.0, dev_limit=8, batch_frames=6000, learning_rate=3e-3, warmup_steps=5,
+    max_steps=40, eval_steps=20, save_steps=20, logging_steps=5, spec_augment=None,
+))
+# small: the demo's model, tuned for ~12 minutes of one CPU thread on the 4-hour corpus (README,
+# Results): characters, per-utterance CMVN, small batches and no regularisation learn fastest there.
+register_preset("small", TrainConfig(
+    model=dict(d_model=144, encoder_layers=6, decoder_layers=2, attention_heads=4, ffn_dim=576, dropout=0.0,
+               subsampling=4, ctc_weight=0.5, decode_ctc_weight=0.6, **PITCH_MODEL),
+    tokenizer="char", normalize=["mel"], batch_frames=4000, learning_rate=4e-3, warmup_steps=100,
+    optimizer_options={"betas": [0.9, 0.98]}, max_steps=2800, spec_augment=None, dev_limit=50, eval_steps=1000,
+    save_steps=500, logging_steps=25,
+))
+# base: ~2 hours on 2 cores on a ~9-hour corpus (echoasr data synth --utterances 10000).
+register_preset("base", TrainConfig(
+    model=dict(d_model=192, encoder_layers=8, decoder_layers=2, attention_heads=4, ffn_dim=768, dropout=0.05,
+               subsampling=4, ctc_weight=0.5, decode_ctc_weight=0.6, **PITCH_MODEL),
+    tokenizer="char", normalize=["mel"], batch_frames=8000, learning_rate=3e-3, warmup_steps=300,
+    optimizer_options={"betas": [0.9, 0.98]}, max_steps=9000, spec_augment=None, dev_limit=100, eval_steps=1500,
+    save_steps=500, logging_steps=50,
+))
+for _name in ("tiny", "small", "base"):
+    register_preset(f"{_name}-plain", PRESETS[_name].merged({"model": PLAIN_MODEL}))
+
+
+def resolve_config(preset: str | None = None, config_file: str | os.PathLike | None = None,
+                   overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Preset (``preset`` argument, else the file's ``preset:`` key, else ``small``), then the
+    YAML file's other keys, then ``overrides`` (command-line options that were given)."""
+    document: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            document = yaml.safe_load(Path(config_file).read_text(encoding="utf-8")) or {}
+        except OSError as error:
+            raise EchoError(f"cannot read the config: {error.strerror}", config_file) from None
+        except yaml.YAMLError as error:
+            raise EchoError(f"not valid YAML: {error}", config_file) from None
+        if not isinstance(document, dict):
+            raise EchoError("a config file must be a mapping of option: value", config_file)
+    file_preset = document.pop("preset", None)
+    if preset is not None and file_preset is not None and preset != file_preset:
+        raise EchoError(f"--preset {preset} contradicts the config's preset: {file_preset}", config_file)
+    name = preset or file_preset or "small"
+    if name not in PRESETS:
+        raise EchoError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    config = PRESETS[name].merged(document, str(config_file or "config"))
+    config.preset = name
+    config = config.merged({k: v for k, v in (overrides or {}).items() if v is not None}, "command line")
+    _check(config)
+    return config
+
+
+def _check(config: TrainConfig) -> None:
+    from echoasr.optim import OPTIMIZER_NAMES
+
+    problems = []
+    if config.optimizer not in OPTIMIZER_NAMES:
+        problems.append(f"optimizer must be one of {', '.join(OPTIMIZER_NAMES)}")
+    if config.max_steps < 1 or config.batch_frames < 1 or config.save_steps < 1 or config.eval_steps < 1:
+        problems.append("max_steps, batch_frames, save_steps and eval_steps must be positive")
+    if config.tokenizer not in ("sentencepiece", "char"):
+        problems.append("tokenizer must be sentencepiece or char")
+    if problems:
+        raise EchoError("; ".join(problems))
+    from echoasr.model import EchoConfig
+
+    try:
+        EchoConfig(vocab_size=max(config.vocab_size, 64), **config.model)
+    except (TypeError, ValueError) as error:
+        raise EchoError(f"model: {error}") from None
+
+
+# ---------------------------------------------------------------------------------------- trainer
+
+
+class NonFiniteLoss(Exception):
+    def __init__(self, step: int, loss: float):
+        super().__init__(f"loss became {loss} at step {step}")
+        self.step, self.loss = step, loss
+
+
+def _trainer_class():
+    """EchoTrainer, built lazily so importing this module does not import transformers."""
+    import torch
+    from torch.utils.data import DataLoader
+    from transformers import Seq2SeqTrainer
+
+    from echoasr.data.collate import FrameBatchSampler
+    from echoasr.optim import build_optimizer
+
+    class EchoTrainer(Seq2SeqTrainer):
+        """`Seq2SeqTrainer` with frame-budget batches, SpecAugment on the training loader only,
+        echoasr optimizers, a stop on non-finite loss, and CTC/attention loss terms in the logs."""
+
+        def __init__(self, *args, config: TrainConfig, train_collator, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.echo_config = config
+            self.train_collator = train_collator
+            self._loss_parts: dict[str, list[float]] = {"ctc_loss": [], "attention_loss": []}
+
+        def _loader(self, dataset, collator, shuffle: bool, frames: int, max_items: int | None) -> DataLoader:
+            sampler = FrameBatchSampler(dataset.lengths, frames, shuffle=shuffle,
+                                        seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+                                        max_items=max_items)
+            return self.accelerator.prepare(DataLoader(dataset, batch_sampler=sampler, collate_fn=collator,
+                                                       num_workers=self.args.dataloader_num_workers))
+
+        def get_train_dataloader(self) -> DataLoader:
+            config = self.echo_config
+            return self._loader(self.train_dataset, self.train_collator, True, config.batch_frames, config.batch_max_items)
+
+        def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
+            dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+            # Decoding state grows with beams: fewer frames per batch keeps memory flat.
+            frames = max(1, self.echo_config.batch_frames // max(1, self.echo_config.eval_beams))
+            return self._loader(dataset, self.data_collator, False, frames, 64)
+
+        def get_test_dataloader(self, test_dataset) -> DataLoader:
+            return self.get_eval_dataloader(test_dataset)
+
+        def create_optimizer(self, model=None):
+            if self.optimizer is None:
+                config = self.echo_config
+                self.optimizer = build_optimizer(config.optimizer, model if model is not None else self.model,
+                                                 lr=config.learning_rate, weight_decay=config.weight_decay,
+                                                 **config.optimizer_options)
+            return self.optimizer
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+            if model.training:
+                for name, values in self._loss_parts.items():
+                    part = getattr(outputs, name, None)
+                    if part is not None:
+                        values.append(float(part))
+            return (loss, outputs) if return_outputs else loss
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            bad = (~torch.isfinite(loss)).float()
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)  # every rank stops together
+            if bool(bad):
+                raise NonFiniteLoss(self.state.global_step + 1, float(loss))
+            return loss
+
+        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+            if "loss" in logs:
+                for name, values in self._loss_parts.items():
+                    if values:
+                        logs[name] = round(sum(values) / len(values), 4)
+                        values.clear()
+            super().log(logs, start_time)
+
+    return EchoTrainer
+
+
+def _time_budget_callback(minutes: float):
+    from transformers import TrainerCallback
+
+    class TimeBudget(TrainerCallback):
+        """Stop (saving a checkpoint) once training has run ``minutes`` in this process."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = time.monotonic()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if time.monotonic() - self.start > minutes * 60:
+                log.warning("time budget of %g min reached at step %d: stopping", minutes, state.global_step)
+                control.should_training_stop = True
+                control.should_save = True
+            return control
+
+    return TimeBudget()
+
+
+def _memory_trim_callback(every: int = 200):
+    """Return freed heap memory to the OS every ``every`` steps (glibc ``malloc_trim``).
+
+    Batches of varying shapes make glibc keep every freed block: a training process grew from
+    1.0 to 3.5 GB in 120 steps of random shapes (``benchmarks/training_speed.py`` shapes). Keeping
+    the memory is what makes steps fast (trimming after every step cost 38% in time), so trim
+    rarely: the bound on growth costs one slower step in ``every``.
+    """
+    import ctypes
+    import ctypes.util
+
+    from transformers import TrainerCallback
+
+    name = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+
+    class MemoryTrim(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if trim is not None and state.global_step % every == 0:
+                trim(0)
+
+    return MemoryTrim()
+
+
+def _progress_file_callback(path: Path):
+    from transformers import TrainerCallback
+
+    class ProgressFile(TrainerCallback):
+        """``RUN/progress.json``: step, max_steps, last logged loss and elapsed seconds, rewritten at
+        most every 2 s, so another process (the demo, a shell loop) can follow the run."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start, self.written, self.loss = time.monotonic(), 0.0, None
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.loss = float(logs["loss"])
+
+        def on_step_end(self, args, state, control, **kwargs):
+            now = time.monotonic()
+            if state.is_world_process_zero and (now - self.written > 2 or state.global_step >= state.max_steps):
+                self.written = now
+                atomic.write_text(path, json.dumps({"step": state.global_step, "max_steps": state.max_steps,
+                                                    "loss": self.loss, "seconds": round(now - self.start, 1)}))
+
+    return ProgressFile()
+
+
+def metrics_function(tokenizer):
+    """``compute_metrics`` for the Trainer: WER and CER of decoded predictions vs the labels."""
+    import numpy as np
+
+    from echoasr.evaluation import score
+
+    def compute(prediction) -> dict[str, float]:
+        predictions = np.where(prediction.predictions < 0, 0, prediction.predictions)
+        hypotheses = [tokenizer.decode(row) for row in predictions]
+        references = [tokenizer.decode(row[row >= 0]) for row in prediction.label_ids]
+        result = score(references, hypotheses)
+        return {"wer": result["wer"], "cer": result["cer"]}
+
+    return compute
+
+
+def has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()) or torch.backends.mps.is_available()
+
+
+# -------------------------------------------------------------------------------------- train()
+
+
+def train(
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    config: TrainConfig | None = None,
+    *,
+    dev: str | os.PathLike | None = None,
+    resume: bool = False,
+    resume_overrides: dict[str, Any] | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a model on ``data`` (a corpus folder with train/dev manifests, or a training
+    manifest plus ``dev``) into the run folder ``out``; returns the summary it writes.
+
+    ``resume``: continue the run in ``out`` with its saved config, changed only by
+    ``resume_overrides`` (any of :data:`RESUME_OPTIONS`)."""
+    from echoasr.evaluation import torch_threads
+
+    run = Path(out)
+    if resume:
+        if not (run / CONFIG_FILE).is_file():
+            raise EchoError(f"nothing to resume: no {CONFIG_FILE}", run)
+        config = TrainConfig.from_dict(yaml.safe_load((run / CONFIG_FILE).read_text()), str(run / CONFIG_FILE))
+        overrides = {k: v for k, v in (resume_overrides or {}).items() if v is not None}
+        if set(overrides) - set(RESUME_OPTIONS):
+            raise EchoError(f"a resumed run can only change {', '.join(RESUME_OPTIONS)}")
+        config = config.merged(overrides)
+    else:
+        config = config or resolve_config()
+        if run.exists() and any(run.iterdir()):
+            raise EchoError("already holds files; use --resume to continue that run, or another --out", run)
+    with torch_threads(config.threads):
+        return _train(data, run, config, dev, resume, cache_dir, workers, progress)
+
+
+def _train(data, run: Path, config: TrainConfig, dev, resume: bool, cache_dir, workers, progress) -> dict[str, Any]:
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers import Seq2SeqTrainingArguments, set_seed
+    from transformers.integrations import TensorBoardCallback
+
+    from echoasr.data import load_dataset_any
+    from echoasr.data.collate import SpecAugment
+    from echoasr.data.featurize import SpeechDataset, default_cache_dir, extract_features
+    from echoasr.features import FeatureSettings
+    from echoasr.model import EchoConfig, EchoForConditionalGeneration
+    from echoasr.processor import SpeechProcessor, model_features
+    from echoasr.text import load_tokenizer, train_tokenizer
+
+    set_seed(config.seed)
+
+    data_path = Path(data)
+    train_set = load_dataset_any(data, split="train", max_duration=config.max_duration)
+    if config.train_limit:
+        train_set = train_set[: config.train_limit]
+    dev_source = dev if dev is not None else (data if data_path.is_dir() and _has_split(data_path, "dev") else None)
+    dev_set = load_dataset_any(dev_source, split="dev", max_duration=config.max_duration) if dev_source else []
+    if config.dev_limit and len(dev_set) > config.dev_limit:
+        # An even spread over the manifest (corpus manifests are grouped by voice).
+        dev_set = [dev_set[i * len(dev_set) // config.dev_limit] for i in range(config.dev_limit)]
+
+    if resume and (run / "tokenizer").is_dir():
+        tokenizer = load_tokenizer(run / "tokenizer")
+    else:
+        tokenizer = train_tokenizer([u.text for u in train_set], config.tokenizer, vocab_size=config.vocab_size)
+    model_config = EchoConfig(vocab_size=tokenizer.vocab_size, **config.model)
+    processor = SpeechProcessor(tokenizer, model_features(model_config), FeatureSettings(f0_method=config.f0_method),
+                                config.max_duration, tuple(config.normalize))
+    if not resume:
+        run.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(run / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
+        processor.save_pretrained(run)
+
+    cache = cache_dir if cache_dir is not None else default_cache_dir(data)
+
+    def featurize(utterances, description):
+        arrays, _ = extract_features(utterances, processor.features, processor.settings, cache_dir=cache,
+                                     workers=workers, progress=progress, description=description)
+        kept = [(u, a) for u, a in zip(utterances, arrays, strict=True) if a is not None]
+        labels = [tokenizer.encode(u.text) + [tokenizer.eos_id] for u, _ in kept]
+        return SpeechDataset([a for _, a in kept], labels, [u for u, _ in kept])
+
+    train_data = featurize(train_set, "train features")
+    if not len(train_data):
+        raise EchoError("no training utterance could be decoded", data)
+    dev_data = featurize(dev_set, "dev features") if dev_set else None
+
+    model = EchoForConditionalGeneration(model_config)
+    log.info("%s", model.describe())
+    use_cpu = not has_accelerator()
+    bf16 = config.bf16 and (use_cpu or torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    args = Seq2SeqTrainingArguments(
+        output_dir=str(run),
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        per_device_train_batch_size=1,  # batches come from FrameBatchSampler
+        per_device_eval_batch_size=1,
+        logging_steps=config.logging_steps,
+        eval_strategy="steps" if dev_data is not None else "no",
+        eval_steps=config.eval_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        bf16=bf16,
+        use_cpu=use_cpu,
+        seed=config.seed,
+        remove_unused_columns=False,
+        predict_with_generate=True,
+        generation_num_beams=config.eval_beams,
+        report_to=[],
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+    )
+    callbacks = [TensorBoardCallback(SummaryWriter(log_dir=str(run / "logs"))), _progress_file_callback(run / "progress.json"),
+                 _memory_trim_callback()]
+    if config.max_minutes:
+        callbacks.append(_time_budget_callback(config.max_minutes))
+    trainer = _trainer_class()(
+        model=model, args=args, train_dataset=train_data, eval_dataset=dev_data,
+        data_collator=processor.collator(), processing_class=processor, callbacks=callbacks,
+        compute_metrics=metrics_function(tokenizer) if dev_data is not None else None,
+        config=config, train_collator=processor.collator(SpecAugment(**config.spec_augment) if config.spec_augment is not None else None),
+    )
+    checkpoint = _latest_checkpoint(run) if resume else None
+    if resume and checkpoint is None:
+        log.warning("%s: no checkpoint yet; starting from step 0", run)
+    start = time.monotonic()
+    try:
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except NonFiniteLoss as error:
+        _close_progress_bars(trainer)
+        last = _latest_checkpoint(run)
+        kept = f"the last good checkpoint is {last}" if last else "no checkpoint was saved before it"
+        raise EchoError(f"training stopped: {error}; {kept}", run) from None
+    seconds = time.monotonic() - start
+    trainer.save_model(str(run))
+    summary = {
+        "steps": result.global_step,
+        "train_loss": result.training_loss,
+        "train_seconds": round(seconds, 1),
+        "train_utterances": len(train_data),
+        "train_hours": round(train_data.seconds() / 3600, 3),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "threads": torch.get_num_threads(),
+        "device": str(args.device),
+        "bf16": bf16,
+        "log_history": trainer.state.log_history,
+    }
+    if dev_data is not None:
+        evaluations = [entry for entry in trainer.state.log_history if "eval_cer" in entry]
+        if not evaluations or evaluations[-1]["step"] != result.global_step:
+            trainer.evaluate()
+            evaluations = [entry for entry in trainer.state.log_history if "eval_cer" in entry]
+        summary["dev"] = {"wer": evaluations[-1]["eval_wer"], "cer": evaluations[-1]["eval_cer"],
+                          "utterances": len(dev_data), "step": evaluations[-1]["step"]}
+    if trainer.args.should_save:
+        atomic.write_text(run / SUMMARY_FILE, json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def _close_progress_bars(trainer) -> None:
+    """Close the Trainer's tqdm bars, so they do not print after an error message."""
+    for callback in trainer.callback_handler.callbacks:
+        for name in ("training_bar", "prediction_bar"):
+            bar = getattr(callback, name, None)
+            if bar is not None:
+                bar.close()
+                setattr(callback, name, None)
+
+
+def _has_split(folder: Path, split: str) -> bool:
+    return any((folder / f"{split}{suffix}").is_file() for suffix in (".tsv", ".jsonl"))
+
+
+def _latest_checkpoint(run: Path) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return Path(found) if (found := get_last_checkpoint(str(run))) else None
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    minutes = summary["train_seconds"] / 60
+    text = (f"trained {summary['steps']} steps in {minutes:.1f} min ({summary['parameters'] / 1e6:.1f} M parameters, "
+            f"{summary['train_utterances']} utterances, {summary['train_hours']:.2f} h, {summary['threads']} threads, "
+            f"bf16={summary['bf16']}); final train loss {summary['train_loss']:.3f}")
+    if "dev" in summary:
+        dev = summary["dev"]
+        text += f"\ndev ({dev['utterances']} utterances, greedy): WER {100 * dev['wer']:.1f}%  CER {100 * dev['cer']:.1f}%"
+    return text
+

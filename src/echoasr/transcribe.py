@@ -1,0 +1,107 @@
+"""Files to text: ``echoasr transcribe --model RUN AUDIO...`` prints one line per file.
+
+A file longer than the model takes (its ``max_duration``, or ``chunk_seconds``) is cut at silences
+into chunks (:func:`silence_cuts`: the last pause in the allowed span, so chunks stay long and
+rarely split a word). The
+chunks of all files are decoded together in length-sorted batches and joined back per file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from echoasr.audio import HOP_LENGTH, SAMPLE_RATE
+from echoasr.errors import EchoError
+
+log = logging.getLogger(__name__)
+
+SMOOTHING_FRAMES = 10  # 100 ms
+
+
+def silence_cuts(audio: np.ndarray, max_seconds: float) -> list[tuple[int, int]]:
+    """Sample ranges (start, end) covering ``audio`` in order, each at most ``max_seconds`` long,
+    cut in pauses.
+
+    Each cut goes in the last quiet stretch between a quarter and all of the allowed span from the
+    previous cut (quiet: smoothed frame energy within 10% of the window's floor-to-median range),
+    at its middle; without a pause, at the quietest frame.
+    """
+    total = len(audio)
+    span = int(max_seconds * SAMPLE_RATE)
+    if span < HOP_LENGTH * 4:
+        raise EchoError(f"chunks of {max_seconds:g} s are too short")
+    if total <= span:
+        return [(0, total)]
+    frames = total // HOP_LENGTH
+    energy = np.square(audio[: frames * HOP_LENGTH].astype(np.float64)).reshape(frames, HOP_LENGTH).mean(1)
+    smooth = np.convolve(energy, np.ones(SMOOTHING_FRAMES) / SMOOTHING_FRAMES, mode="same")
+    ranges, start = [], 0
+    while total - start > span:
+        low = (start + span // 4) // HOP_LENGTH
+        high = min((start + span) // HOP_LENGTH, frames)
+        window = smooth[low:high]
+        floor = window.min()
+        quiet = window <= floor + 0.1 * (np.median(window) - floor)
+        last = int(np.flatnonzero(quiet)[-1])
+        first = last
+        while first > 0 and quiet[first - 1]:
+            first -= 1
+        cut = (low + (first + last) // 2) * HOP_LENGTH
+        ranges.append((start, cut))
+        start = cut
+    ranges.append((start, total))
+    return ranges
+
+
+def transcribe(
+    model_path: str | os.PathLike,
+    paths: Sequence[str | os.PathLike],
+    *,
+    beams: int = 8,
+    chunk_seconds: float | None = None,
+    batch_frames: int | None = None,
+    bf16: bool = False,
+    threads: int | None = None,
+    progress: bool = True,
+) -> list[tuple[str, str]]:
+    """(path, text) for every file, in order. A bad file stops the run before any decoding."""
+    from echoasr.evaluation import torch_threads
+
+    with torch_threads(threads):
+        return _transcribe(model_path, paths, beams, chunk_seconds, batch_frames, bf16, progress)
+
+
+def _transcribe(model_path, paths, beams, chunk_seconds, batch_frames, bf16, progress) -> list[tuple[str, str]]:
+    from tqdm import tqdm
+
+    from echoasr.audio import load_audio
+    from echoasr.data.featurize import SpeechDataset
+    from echoasr.evaluation import DEFAULT_BATCH_FRAMES, decode_dataset
+    from echoasr.processor import load_pretrained
+
+    audios = [load_audio(path) for path in paths]  # a bad file fails before any work
+    model, processor = load_pretrained(model_path)
+    chunk_seconds = chunk_seconds or processor.max_duration
+    owners, features = [], []
+    bar = tqdm(total=len(paths), desc="features", unit="file", disable=not progress or len(paths) < 2)
+    for index, (path, audio) in enumerate(zip(paths, audios, strict=True)):
+        cuts = silence_cuts(audio, chunk_seconds)
+        if len(cuts) > 1:
+            log.info("%s: %.1f s cut into %d chunks", path, len(audio) / SAMPLE_RATE, len(cuts))
+        for start, end in cuts:
+            features.append(processor.extract(audio[start:end]))
+            owners.append(index)
+        bar.update()
+    bar.close()
+    texts = decode_dataset(model, processor, SpeechDataset(features), beams=beams,
+                           batch_frames=batch_frames or DEFAULT_BATCH_FRAMES, bf16=bf16, progress=progress and len(features) > 1)
+    pieces: list[list[str]] = [[] for _ in paths]
+    for owner, text in zip(owners, texts, strict=True):
+        if text:
+            pieces[owner].append(text)
+    return [(str(Path(path)), " ".join(parts)) for path, parts in zip(paths, pieces, strict=True)]
