@@ -105,7 +105,8 @@ def resolve_model_dir(path: str | os.PathLike) -> Path:
 
 
 def load_pretrained(path: str | os.PathLike, device: str | None = None):
-    """(model in eval mode, processor) from a run folder, a final model folder or a checkpoint."""
+    """(model in eval mode, processor) from a run folder, a final model folder or a checkpoint; the
+    model goes to ``device`` (default: a CUDA GPU if there is one, else the CPU)."""
     from echoasr.model import EchoForConditionalGeneration
 
     folder = resolve_model_dir(path)
@@ -121,6 +122,9 @@ def load_pretrained(path: str | os.PathLike, device: str | None = None):
     finally:
         if bars:
             hf_logging.enable_progress_bar()
-    if device is not None:
-        model.to(device)
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
     return model.eval(), processor

@@ -255,8 +255,10 @@ def _trainer_class():
 
         def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
             dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
-            # Decoding state grows with beams: fewer frames per batch keeps memory flat.
-            frames = max(1, self.echo_config.batch_frames // max(1, self.echo_config.eval_beams))
+            from echoasr.evaluation import DEFAULT_BATCH_FRAMES
+
+            # Decoding needs no gradients: larger batches than training, fewer with more beams.
+            frames = max(1, DEFAULT_BATCH_FRAMES // max(1, self.echo_config.eval_beams))
             return self._loader(dataset, self.data_collator, False, frames, 64)
 
         def get_test_dataloader(self, test_dataset) -> DataLoader:

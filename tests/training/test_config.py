@@ -60,3 +60,15 @@ def test_registered_preset_is_usable():
         assert resolve_config("unit-test").optimizer == "maxfactor"
     finally:
         del PRESETS["unit-test"]
+
+
+def test_yaml_numbers_are_coerced_and_types_checked(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("learning_rate: 3e-3\nmax_steps: 12\nspec_augment: null\n")  # YAML 1.1 reads 3e-3 as a string
+    config = resolve_config("tiny", path)
+    assert config.learning_rate == 0.003 and config.max_steps == 12 and config.spec_augment is None
+    for text, message in [("max_steps: ten\n", "must be a number"), ("max_steps: 2.5\n", "must be int"),
+                          ("model: 3\n", "must be dict"), ("model: {subsampling: 3}\n", "subsampling")]:
+        path.write_text(text)
+        with pytest.raises(EchoError, match=message):
+            resolve_config("tiny", path)
