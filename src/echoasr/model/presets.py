@@ -32,7 +32,7 @@ from typing import Any
 from .configuration import EchoConfig
 
 SEED_OPTIONS: dict[str, Any] = dict(
-    d_model=256,
+    d_model=192,
     attention_heads=4,
     feature_layers=2,
     encoder_layers=0,
