@@ -20,6 +20,9 @@ encoder does once per forward. A second measurement, `model_step`, times a whole
 and 2 decoder layers, hybrid CTC loss) with and without all pitch mechanisms, the pitch model
 under bf16 autocast, and decoding that batch (greedy and 4 beams, joint CTC, up to 80 tokens). Peak memory: each variant runs one forward + backward in a fresh
 subprocess; the figure is the growth of the peak resident set size over the set-up (Linux).
+`model_step` also times the `seed` preset (the original design, `echoasr.model.presets`) at the
+same width, and `seed_components` times one encoder layer with each of the seed's layer-level
+options alone against the plain layer.
 
     .venv/bin/python benchmarks/attention.py [--batch 8 --frames 500 --dim 256 --heads 4]
 """
@@ -36,7 +39,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from echoasr.model import EchoForConditionalGeneration
+from echoasr.model import EchoForConditionalGeneration, preset_config
 from echoasr.model.attention import AttentionContext
 from echoasr.model.configuration import EchoConfig
 from echoasr.model.encoder import EncoderLayer
@@ -157,6 +160,9 @@ def time_model_steps(args: argparse.Namespace) -> dict[str, float]:
             features=["mel", "f0"], subsampling=4, **options,
         )  # fmt: skip
         models[name] = EchoForConditionalGeneration(config).train()
+    torch.manual_seed(0)
+    seed_config = preset_config("seed", vocab_size=256, d_model=args.dim, attention_heads=args.heads, dropout=0.0)
+    models["seed_preset"] = EchoForConditionalGeneration(seed_config).train()
 
     def step(model: EchoForConditionalGeneration, bf16: bool = False) -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -175,6 +181,7 @@ def time_model_steps(args: argparse.Namespace) -> dict[str, float]:
         "baseline": lambda: step(models["baseline"]),
         "pitch_fast": lambda: step(models["pitch_fast"]),
         "pitch_fast_bf16": lambda: step(models["pitch_fast"], bf16=True),
+        "seed_preset": lambda: step(models["seed_preset"]),
         "decode_greedy": lambda: decode(1),
         "decode_beam4": lambda: decode(4),
     }
@@ -185,6 +192,46 @@ def time_model_steps(args: argparse.Namespace) -> dict[str, float]:
         for name, run in runs.items():
             start = time.perf_counter()
             run()
+            samples[name].append(time.perf_counter() - start)
+    return {name: min(values) for name, values in samples.items()}
+
+
+SEED_COMPONENTS = {
+    "plain": {},
+    "residual_blend": dict(residual_blend=True),
+    "t_gate": dict(residual_gate="t_gate"),
+    "m_gate": dict(residual_gate="m_gate"),
+    "cosine": dict(attention_score="cosine"),
+    "rbf": dict(attention_score="rbf"),
+    "pad_scale": dict(attention_pad_scale=True),
+}
+
+
+def time_seed_components(args: argparse.Namespace) -> dict[str, float]:
+    """Fastest-round seconds of one encoder layer (forward + backward, plain RoPE, padding mask)
+    with each of the seed's layer-level options, interleaved with the plain layer."""
+    x, lengths, _, _ = make_inputs(args.batch, args.frames, args.dim)
+    x.requires_grad_(True)
+    valid = length_mask(lengths, args.frames)
+    rotary = PitchRotary(args.dim // args.heads, args.heads)
+    layers = {}
+    for name, options in SEED_COMPONENTS.items():
+        torch.manual_seed(0)
+        layers[name] = EncoderLayer(EchoConfig(d_model=args.dim, attention_heads=args.heads, dropout=0.0, **options))
+
+    def step(layer: EncoderLayer) -> None:
+        context = AttentionContext(rotary=rotary(args.frames, None, device=x.device), mask=padding_bias(valid, torch.float32))
+        layer(x, context).sum().backward()
+        x.grad = None
+        layer.zero_grad(set_to_none=True)
+
+    for layer in layers.values():
+        step(layer)
+    samples: dict[str, list[float]] = {name: [] for name in layers}
+    for _ in range(args.seed_rounds):
+        for name, layer in layers.items():
+            start = time.perf_counter()
+            step(layer)
             samples[name].append(time.perf_counter() - start)
     return {name: min(values) for name, values in samples.items()}
 
@@ -227,6 +274,7 @@ def main() -> None:
     parser.add_argument("--model-frames", type=int, default=500, help="input frames for model_step (before 4x)")
     parser.add_argument("--model-tokens", type=int, default=80)
     parser.add_argument("--model-rounds", type=int, default=7, help="0 skips model_step")
+    parser.add_argument("--seed-rounds", type=int, default=7, help="0 skips seed_components")
     parser.add_argument("--memory-of", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -261,6 +309,14 @@ def main() -> None:
             "seconds": {name: round(value, 4) for name, value in model_seconds.items()},
             "ratio_vs_baseline": round(model_seconds["pitch_fast"] / model_seconds["baseline"], 3),
             "bf16_speedup": round(model_seconds["pitch_fast"] / model_seconds["pitch_fast_bf16"], 3),
+            "seed_preset_ratio_vs_baseline": round(model_seconds["seed_preset"] / model_seconds["baseline"], 3),
+        }
+    if args.seed_rounds > 0:
+        component_seconds = time_seed_components(args)
+        report["seed_components"] = {
+            "note": "one encoder layer, forward + backward, each seed option alone (plain RoPE, padding mask)",
+            "seconds": {name: round(value, 5) for name, value in component_seconds.items()},
+            "ratio_vs_plain": {name: round(value / component_seconds["plain"], 3) for name, value in component_seconds.items()},
         }
     print(json.dumps(report, indent=2))
 

@@ -11,17 +11,23 @@ medians over separate timing runs at the best learning rates, their steps interl
 all optimizers see the same machine load (one CPU thread by default).
 
 A task is a function ``(seed, device) -> Task`` (model, deterministic batches, loss, held-out
-batches): register another in ``TASKS`` (e.g. the tiny ASR training task) and pick it with
-``--task``.
+batches) registered in ``TASKS`` and picked with ``--task``: ``tiny-transformer`` (a toy
+sequence-reversal transformer) or ``tiny-asr`` (the ``tiny`` training preset's Echo model on 40
+utterances synthesised with flite; needs flite)::
+
+    .venv/bin/python benchmarks/optimizers.py --task tiny-asr --steps 300 --seeds 0 1 --timing-steps 100
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -76,7 +82,94 @@ def tiny_transformer_task(seed: int, device: torch.device) -> Task:
     return Task(model, batch, loss, eval_batches=[batch(-1 - i) for i in range(8)])
 
 
-TASKS: dict[str, Callable[[int, torch.device], Task]] = {"tiny-transformer": tiny_transformer_task}
+# Tiny ASR: short sentences spoken by two flite voices; 20 sentences train, 4 are held out.
+TINY_ASR_SENTENCES = [
+    "the cat sat on the mat", "a dog ran to the park", "she sells sea shells", "the sun is warm today",
+    "open the door please", "we like green apples", "the bird can sing", "rain falls on the hill",
+    "turn left at the light", "the book is on the desk", "my hat is red", "he reads a long letter",
+    "the milk is cold", "cars stop at the corner", "a fish swims in the pond", "close the window now",
+    "they walk to school", "the tea is too hot", "birds fly over the sea", "put the cup on the table",
+    "the lamp is bright", "we sing a happy song", "the road is wet", "her coat is blue",
+]  # fmt: skip
+TINY_ASR_HELD_OUT = 4
+TINY_ASR_VOICES = ("kal16", "slt")
+TINY_ASR_BATCH = 8
+
+
+@functools.cache
+def _tiny_asr_corpus() -> tuple[list[tuple[dict[str, torch.Tensor], list[int]]], list[tuple[dict[str, torch.Tensor], list[int]]], int]:
+    """(train items, held-out items, vocabulary size); an item is (features, token ids + EOS).
+    Synthesised and featurised once per process (a few seconds)."""
+    from echoasr.audio import load_audio
+    from echoasr.features import extract
+    from echoasr.text.tokenizers import CharTokenizer
+
+    if shutil.which("flite") is None:
+        raise SystemExit("the tiny-asr task needs flite (scripts/install-system-deps)")
+    tokenizer = CharTokenizer.train(TINY_ASR_SENTENCES)
+    items = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for index, text in enumerate(TINY_ASR_SENTENCES):
+            for voice in TINY_ASR_VOICES:
+                path = Path(scratch) / f"{voice}-{index}.wav"
+                subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(path)], check=True, capture_output=True)
+                arrays = extract(load_audio(path), ["mel", "f0"])
+                features = {name: torch.from_numpy(arrays[name]).float() for name in ("mel", "f0", "voiced")}
+                items.append((index, (features, tokenizer.encode(text) + [tokenizer.eos_id])))
+    held_out = len(TINY_ASR_SENTENCES) - TINY_ASR_HELD_OUT
+    train = [item for index, item in items if index < held_out]
+    evaluation = [item for index, item in items if index >= held_out]
+    return train, evaluation, tokenizer.vocab_size
+
+
+def _collate(items: Sequence[tuple[dict[str, torch.Tensor], list[int]]], device: torch.device) -> dict[str, Any]:
+    lengths = torch.tensor([features["mel"].shape[-1] for features, _ in items])
+    frames, width = int(lengths.max()), max(len(ids) for _, ids in items)
+    batch = {name: torch.zeros(len(items), *tensor.shape[:-1], frames) for name, tensor in items[0][0].items()}
+    labels = torch.full((len(items), width), -100)
+    for row, (features, ids) in enumerate(items):
+        for name, tensor in features.items():
+            batch[name][row, ..., : tensor.shape[-1]] = tensor
+        labels[row, : len(ids)] = torch.tensor(ids)
+    return dict(
+        features={name: tensor.to(device) for name, tensor in batch.items()},
+        feature_lengths=lengths.to(device),
+        labels=labels.to(device),
+    )
+
+
+def tiny_asr_task(seed: int, device: torch.device) -> Task:
+    """The `tiny` training preset's Echo model (mel + f0, pitch-aware rotary, hybrid CTC loss,
+    ~0.1 M parameters) on 40 real TTS utterances, batches of 8 in a per-epoch shuffled order."""
+    from echoasr.model import EchoConfig, EchoForConditionalGeneration
+
+    train, evaluation, vocab_size = _tiny_asr_corpus()
+    torch.manual_seed(seed)
+    config = EchoConfig(
+        vocab_size=vocab_size, d_model=64, encoder_layers=2, decoder_layers=1, attention_heads=4, ffn_dim=128,
+        dropout=0.0, subsampling=4, ctc_weight=0.3, features=["mel", "f0"], rotary_theta_mode="phase",
+        rotary_radius="bounded", pitch_bias=True,
+    )  # fmt: skip
+    model = EchoForConditionalGeneration(config).to(device)
+    per_epoch = len(train) // TINY_ASR_BATCH
+
+    def batch(step: int) -> dict[str, Any]:
+        epoch, index = divmod(step, per_epoch)
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        rows = order[index * TINY_ASR_BATCH : (index + 1) * TINY_ASR_BATCH].tolist()
+        return _collate([train[i] for i in rows], device)
+
+    def loss(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        return model(**batch).loss
+
+    eval_batches = [_collate(evaluation[i : i + TINY_ASR_BATCH], device) for i in range(0, len(evaluation), TINY_ASR_BATCH)]
+    return Task(model, batch, loss, eval_batches)
+
+
+TASKS: dict[str, Callable[[int, torch.device], Task]] = {
+    "tiny-transformer": tiny_transformer_task,
+    "tiny-asr": tiny_asr_task,
+}
 
 BASELINE = "adamw"
 OPTIMIZERS: dict[str, Callable[[Any, float, float], torch.optim.Optimizer]] = {

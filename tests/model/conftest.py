@@ -80,6 +80,81 @@ def make_labels(sequences: list[list[int]], eos: int = 2) -> torch.Tensor:
     return labels
 
 
+def assert_batch_equals_examples(model, lengths=(21, 13, 6), sequences=((5, 6, 7, 8), (9, 10), (11,)), pad_value=2.0):
+    """Logits and CTC logits of a padded batch equal those of its examples run one by one."""
+    sequences = [list(s) for s in sequences]
+    features, lengths_t = make_features(model.config, list(lengths), pad_value=pad_value)
+    labels = make_labels(sequences)
+    with torch.no_grad():
+        batched = model(features=features, feature_lengths=lengths_t, labels=labels)
+        for i, (length, sequence) in enumerate(zip(lengths, sequences)):
+            alone = model(
+                features=slice_example(features, i, length), feature_lengths=torch.tensor([length]), labels=make_labels([sequence])
+            )
+            n = len(sequence) + 1
+            torch.testing.assert_close(batched.logits[i, :n], alone.logits[0], rtol=1e-4, atol=1e-5)
+            if alone.ctc_logits is not None:
+                s = alone.encoder_lengths.item()
+                torch.testing.assert_close(batched.ctc_logits[i, :s], alone.ctc_logits[0], rtol=1e-4, atol=1e-5)
+
+
+def assert_decoder_causal(model, with_mask=False):
+    """Changing tokens after t never changes the logits at <= t, and does change later ones."""
+    features, lengths = make_features(model.config, [12])
+    tokens = torch.tensor([[1, 5, 6, 7, 8, 9]])
+    mask = torch.ones_like(tokens) if with_mask else None
+    with torch.no_grad():
+        base = model(features=features, feature_lengths=lengths, decoder_input_ids=tokens, decoder_attention_mask=mask).logits
+        for t in range(tokens.shape[1] - 1):
+            changed = tokens.clone()
+            changed[0, t + 1 :] = 11
+            logits = model(features=features, feature_lengths=lengths, decoder_input_ids=changed, decoder_attention_mask=mask).logits
+            torch.testing.assert_close(logits[0, : t + 1], base[0, : t + 1])
+            assert not torch.allclose(logits[0, t + 1 :], base[0, t + 1 :])
+
+
+def decode(model, features, lengths, beams=1, use_cache=True, ctc_weight=0.0, max_new=12):
+    """Greedy (beams=1) or beam search output, straight from the search (no generate() defaults)."""
+    from echoasr.model.generation import _search
+
+    encoder = model.encode(features, lengths)
+    limits = (encoder.lengths + 1).clamp(max=max_new)
+    options = {"length_penalty": 1.0, "ngram": 0, "synced": False}
+    with torch.no_grad():
+        return _search(model, encoder, beams, limits, int(limits.max()), use_cache, ctc_weight, 10, options, beams == 1)
+
+
+def assert_cached_equals_uncached(lengths=(30, 22, 13), **options):
+    """Greedy and beam search (with and without joint CTC) give the same tokens with and without
+    the KV cache, for tiny models with `options` and well-separated random weights. Random models
+    often emit one token over and over, which would make the comparison empty: seeds are tried
+    until one gives varied output, and every model tried must agree."""
+    options = {"vocab_size": 24, "initializer_range": 0.3, **options}
+    for seed in range(10):
+        model = tiny_model(seed=seed, **options)
+        features, lengths_t = make_features(model.config, list(lengths))
+        varied = True
+        for beams in (1, 3):
+            for ctc_weight in (0.0, 0.4) if model.ctc_head is not None else (0.0,):
+                cached = decode(model, features, lengths_t, beams, True, ctc_weight)
+                uncached = decode(model, features, lengths_t, beams, False, ctc_weight)
+                assert torch.equal(cached, uncached)
+                varied &= cached.shape[1] > 3 and len(set(cached.flatten().tolist())) > 3
+        if varied:
+            return
+    raise AssertionError("no seed gave a non-degenerate output to compare")
+
+
+def assert_gradients_reach(model, parameters: dict):
+    """One training step's loss reaches every named parameter with a nonzero gradient."""
+    model.train().zero_grad()
+    features, lengths = make_features(model.config, [14, 9])
+    model(features=features, feature_lengths=lengths, labels=make_labels([[5, 6], [7]])).loss.backward()
+    for name, parameter in parameters.items():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    model.eval()
+
+
 @pytest.fixture(autouse=True)
 def single_thread():
     """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine OpenMP
@@ -101,4 +176,9 @@ def echo() -> SimpleNamespace:
         slice_example=slice_example,
         make_labels=make_labels,
         pitch_inputs=pitch_inputs,
+        assert_batch_equals_examples=assert_batch_equals_examples,
+        assert_decoder_causal=assert_decoder_causal,
+        assert_cached_equals_uncached=assert_cached_equals_uncached,
+        assert_gradients_reach=assert_gradients_reach,
+        decode=decode,
     )

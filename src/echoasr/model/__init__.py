@@ -10,14 +10,17 @@
 from .configuration import EchoConfig
 from .generation import ctc_greedy_decode
 from .modeling import EchoForConditionalGeneration, EchoSeq2SeqLMOutput
+from .presets import PRESETS, preset_config
 from .rotary import PitchRotary, apply_rotary, apply_rotary_complex
 
 __all__ = [
     "EchoConfig",
     "EchoForConditionalGeneration",
     "EchoSeq2SeqLMOutput",
+    "PRESETS",
     "PitchRotary",
     "apply_rotary",
     "apply_rotary_complex",
     "ctc_greedy_decode",
+    "preset_config",
 ]

@@ -11,6 +11,10 @@ causal structure in the decoder) plus, when enabled, the per-head pitch bias
 `s_h` starts at `pitch_bias_init` (0 by default: the model starts as plain attention and
 learns how much pitch similarity to use). The similarity itself is computed once per forward
 and shared by the layers of a stack; only the per-head scaling happens per layer.
+
+The score function is SDPA's scaled dot product unless a `attention_variants.ScoreFunction` is
+configured (cosine, RBF, pad-score scaling); decoder self-attention may carry the seed's
+`Curiosity` key/value set.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .attention_variants import Curiosity, ScoreFunction
 from .pitch import PitchTrack
 from .rotary import RotaryTables, apply_rotary
 
@@ -126,7 +131,16 @@ class SelfAttention(nn.Module):
     """Multi-head self-attention: fused q/k/v projection, rotary on q and k (radius included),
     optional per-head pitch bias, `scaled_dot_product_attention` with one float mask."""
 
-    def __init__(self, dim: int, heads: int, dropout: float, pitch_bias: bool = False, pitch_bias_init: float = 0.0):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        dropout: float,
+        pitch_bias: bool = False,
+        pitch_bias_init: float = 0.0,
+        scores: ScoreFunction | None = None,
+        curiosity: bool = False,
+    ):
         super().__init__()
         self.heads = heads
         self.head_dim = dim // heads
@@ -134,12 +148,22 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.out = nn.Linear(dim, dim, bias=False)
         self.pitch_bias = PitchBiasScale(heads, pitch_bias_init) if pitch_bias else None
+        self.scores = scores
+        self.curiosity = Curiosity(dim, heads) if curiosity else None
         self.debug_name: str | None = None
 
-    def forward(self, x: Tensor, context: AttentionContext, cache: KVCache | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        context: AttentionContext,
+        cache: KVCache | None = None,
+        aux: tuple[Tensor, Tensor, Tensor] | None = None,
+    ) -> Tensor:
+        """`aux`: the curiosity keys, values and additive mask of the auxiliary sequence."""
         batch, length, dim = x.shape
         qkv = self.qkv(x).view(batch, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         qk, v = qkv[:2], qkv[2]
+        plain_q = qkv[0]
         if context.rotary is not None:
             qk = apply_rotary(qk, context.rotary.cos, context.rotary.sin)
         q, k = qk.unbind(0)
@@ -154,11 +178,16 @@ class SelfAttention(nn.Module):
         if mask is not None:
             mask = _to_mask_dtype(mask, q.dtype)
         out = self._attend(q, k, v, mask, is_causal)
+        if self.curiosity is not None and aux is not None:
+            aux_k, aux_v, aux_mask = aux
+            out = self.curiosity.mix(out, self._attend(plain_q, aux_k, aux_v, _to_mask_dtype(aux_mask, q.dtype), False))
         return self.out(out.transpose(1, 2).reshape(batch, length, dim))
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool) -> Tensor:
-        """Attention core on (B, H, T, head_dim) tensors; the place where score variants plug in."""
+        """Attention core on (B, H, T, head_dim) tensors: SDPA, or a configured score function."""
         dropout = self.dropout if self.training else 0.0
+        if self.scores is not None:
+            return self.scores(q, k, v, mask, is_causal, dropout)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
 
     def _log_bias(self, context: AttentionContext) -> None:
@@ -176,11 +205,20 @@ class SelfAttention(nn.Module):
 class CrossAttention(nn.Module):
     """Text queries attend to encoder frames; no rotary (the two sides have different clocks)."""
 
-    def __init__(self, dim: int, heads: int, dropout: float, pitch_bias: bool = False, pitch_bias_init: float = 0.0):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        dropout: float,
+        pitch_bias: bool = False,
+        pitch_bias_init: float = 0.0,
+        scores: ScoreFunction | None = None,
+    ):
         super().__init__()
         self.heads = heads
         self.head_dim = dim // heads
         self.dropout = dropout
+        self.scores = scores
         self.q = nn.Linear(dim, dim, bias=False)
         self.kv = nn.Linear(dim, 2 * dim, bias=False)
         self.out = nn.Linear(dim, dim, bias=False)
@@ -210,5 +248,9 @@ class CrossAttention(nn.Module):
         batch, length, dim = x.shape
         q = self.q(x).view(batch, length, self.heads, self.head_dim).transpose(1, 2)
         dropout = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, key, value, attn_mask=_to_mask_dtype(mask, q.dtype), dropout_p=dropout)
+        mask = _to_mask_dtype(mask, q.dtype)
+        if self.scores is not None:
+            out = self.scores(q, key, value, mask, False, dropout)
+        else:
+            out = F.scaled_dot_product_attention(q, key, value, attn_mask=mask, dropout_p=dropout)
         return self.out(out.transpose(1, 2).reshape(batch, length, dim))

@@ -13,6 +13,27 @@ subsampling, hybrid CTC/attention training); presets switch the pitch mechanisms
   cross-attention.
 
 `z` is the voicing-aware per-utterance z-score of log f0 (see `echoasr.model.pitch`).
+
+The seed's other components (README "The original design"), all off by default:
+
+* `residual_blend`: every attention residual becomes `x + sigmoid(beta) * update` (the seed's
+  learned blend `b * (x + attn) + (1 - b) * x`); `residual_gate` scales every feed-forward
+  update by a per-position gate in (0, 1) read from the block's normalised input: `mlp`
+  (sigmoid of a projection), `t_gate` (softmax over `residual_gate_types` sigmoid gates),
+  `m_gate` (mean of a data gate and attention over `residual_gate_memory` learned key/value
+  slots); `fusion="c_gate"` gates each feature stream (sigmoid per frame) and integrates them with
+  a projection;
+* `decoder_layout`: `sequential` (self, cross, feed-forward) or `blended` (the seed: the state
+  after cross-attention and feed-forward is interpolated with the state after self-attention by a
+  learned weight); `modal_layers` joint text/audio layers after the decoder layers;
+* `attention_score`: `dot`, `cosine` (learned per-head temperature) or `rbf` (`attention_rbf_ratio`
+  of RBF distance scores mixed into the dot-product scores); `attention_curiosity` (decoder
+  self-attention gets a second key/value set from the encoder output, mixed per head by a learned
+  gate); `attention_pad_scale` (the seed's scaling of scores toward padding keys, on the real mask);
+* `rotary_axial_bands`: the mel spectrogram enters as frequency-band tokens with axial 2-D rotary
+  (time x band) in the mel feature layers;
+* `decoder_rotary`, `decoder_absolute_positions` (`none`, `sinusoidal`, `learned`): decoder
+  positions.
 """
 
 from __future__ import annotations
@@ -25,12 +46,19 @@ FEATURES = ("mel", "f0", "harmonic", "aperiodic", "phase", "waveform")
 ROTARY_FREQUENCIES = ("inverse", "mel")
 THETA_MODES = ("none", "additive", "phase")
 RADIUS_MODES = ("none", "raw", "bounded", "learned")
-FUSIONS = ("sum", "gated", "concat")
+FUSIONS = ("sum", "gated", "concat", "c_gate")
+RESIDUAL_GATES = ("none", "mlp", "t_gate", "m_gate")
+DECODER_LAYOUTS = ("sequential", "blended")
+ATTENTION_SCORES = ("dot", "cosine", "rbf")
+ABSOLUTE_POSITIONS = ("none", "sinusoidal", "learned")
 SUBSAMPLING = (1, 2, 4)
 
 # Prefixes of Echo's own options: an unknown keyword with one of these is a typo, not a
 # Hugging Face bookkeeping key, and silently ignoring it would corrupt an experiment.
-_OPTION_PREFIXES = ("rotary_", "pitch_", "ctc_", "decode_", "fusion", "feature", "subsampling")
+_OPTION_PREFIXES = (
+    "rotary_", "pitch_", "ctc_", "decode_", "fusion", "feature", "subsampling",
+    "residual_", "attention_", "decoder_", "modal",
+)  # fmt: skip
 
 
 class EchoConfig(PretrainedConfig):
@@ -91,6 +119,23 @@ class EchoConfig(PretrainedConfig):
     pitch_bias: bool = False
     pitch_bias_init: float | int = 0.0
 
+    rotary_axial_bands: int = 0
+
+    residual_blend: bool = False
+    residual_gate: str = "none"
+    residual_gate_types: int = 8
+    residual_gate_memory: int = 64
+    decoder_layout: str = "sequential"
+    modal_layers: int = 0
+    attention_score: str = "dot"
+    attention_cosine_temperature: float | int = 10.0
+    attention_rbf_ratio: float | int = 0.3
+    attention_rbf_sigma: float | int = 1.0
+    attention_curiosity: bool = False
+    attention_pad_scale: bool = False
+    decoder_rotary: bool = True
+    decoder_absolute_positions: str = "none"
+
     ctc_weight: float | int = 0.3
     decode_ctc_weight: float | int = 0.3
     label_smoothing: float | int = 0.0
@@ -136,6 +181,26 @@ class EchoConfig(PretrainedConfig):
         check(self.rotary_theta > 0, "rotary_theta must be positive")
         check(0 < self.rotary_radius_scale < 1, "rotary_radius_scale must be in (0, 1) so the radius stays positive")
         check(self.pitch_reference_hz > 0, "pitch_reference_hz must be positive")
+        check(self.residual_gate in RESIDUAL_GATES, f"residual_gate must be one of {RESIDUAL_GATES}")
+        check(self.residual_gate_types >= 1, "residual_gate_types must be >= 1")
+        check(self.residual_gate_memory >= 1, "residual_gate_memory must be >= 1")
+        check(self.decoder_layout in DECODER_LAYOUTS, f"decoder_layout must be one of {DECODER_LAYOUTS}")
+        check(self.modal_layers >= 0, "modal_layers must be >= 0")
+        check(self.attention_score in ATTENTION_SCORES, f"attention_score must be one of {ATTENTION_SCORES}")
+        check(self.attention_cosine_temperature > 0, "attention_cosine_temperature must be positive")
+        check(0.0 <= self.attention_rbf_ratio <= 1.0, "attention_rbf_ratio must be in [0, 1]")
+        check(self.attention_rbf_sigma > 0, "attention_rbf_sigma must be positive")
+        check(
+            self.decoder_absolute_positions in ABSOLUTE_POSITIONS,
+            f"decoder_absolute_positions must be one of {ABSOLUTE_POSITIONS}",
+        )
+        check(self.rotary_axial_bands >= 0, "rotary_axial_bands must be >= 0")
+        if self.rotary_axial_bands:
+            bands = self.rotary_axial_bands
+            check("mel" in self.features, "rotary_axial_bands needs the mel feature")
+            check(self.feature_layers >= 1, "rotary_axial_bands needs feature_layers >= 1 (the layers that see band tokens)")
+            check(self.n_mels % bands == 0, f"n_mels ({self.n_mels}) must be divisible by rotary_axial_bands ({bands})")
+            check(self.head_dim % 4 == 0, "axial rotary needs a head size divisible by 4 (time and band halves)")
         check(0.0 <= self.ctc_weight <= 1.0, "ctc_weight must be in [0, 1]")
         check(0.0 <= self.decode_ctc_weight <= 1.0, "decode_ctc_weight must be in [0, 1]")
         check(0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)")

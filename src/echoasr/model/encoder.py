@@ -18,6 +18,11 @@ never leaks into valid frames (a batch equals its examples run one by one).
 
 Pitch for the attention mechanisms is pooled to the subsampled frame rate per example
 (`pitch.pitch_track`); padding masks always come from lengths.
+
+With `rotary_axial_bands` = F > 0 the mel stem is a `BandStem` (F frequency bands, one shared
+stem) and the mel feature layers run over the (time, band) token grid with the axial rotary of
+`positions.py` (its own `PitchRotary` for the time half, same settings as the encoder's), before a
+projection of each frame's F band tokens back to one frame token (`band_pool`).
 """
 
 from __future__ import annotations
@@ -30,9 +35,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import AttentionContext, SelfAttention
+from .attention_variants import make_scores
 from .configuration import EchoConfig
-from .layers import FeedForward, ResidualAdd, RMSNorm, padding_bias
+from .gates import CrossFeatureGate, attention_residual, feed_forward_residual
+from .layers import FeedForward, RMSNorm, padding_bias
 from .pitch import PitchTrack, length_mask, log_f0_zscore, pitch_similarity, pitch_track
+from .positions import axial_tables
 from .rotary import PitchRotary
 
 
@@ -84,8 +92,29 @@ class ConvStem(nn.Module):
         return x.transpose(1, 2), lengths
 
 
+class BandStem(nn.Module):
+    """The mel stem of the axial layout: F bands of n_mels / F bins, one shared conv stem over
+    time per band; (B, n_mels, T) -> (B, T', F, dim) (see `positions.py`)."""
+
+    def __init__(self, n_mels: int, bands: int, dim: int, subsampling: int):
+        super().__init__()
+        self.bands = bands
+        self.stem = ConvStem(n_mels // bands, dim, subsampling)
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        return self.stem.output_lengths(lengths)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        batch, channels, frames = x.shape
+        per_band = x.reshape(batch * self.bands, channels // self.bands, frames)
+        out, band_lengths = self.stem(per_band, lengths.repeat_interleave(self.bands))
+        out = out.unflatten(0, (batch, self.bands)).transpose(1, 2)
+        return out, band_lengths.view(batch, self.bands)[:, 0]
+
+
 class FeatureFusion(nn.Module):
-    """Combines the per-feature sequences (all (B, S, d)): sum, gated sum or concat+projection.
+    """Combines the per-feature sequences (all (B, S, d)): sum, gated sum, concat+projection or
+    the seed's cross-feature gate (`gates.CrossFeatureGate`).
 
     `gated`: each feature is scaled by a per-channel sigmoid gate computed from itself.
     """
@@ -98,8 +127,12 @@ class FeatureFusion(nn.Module):
             self.gates = nn.ModuleDict({name: nn.Linear(dim, dim) for name in names})
         elif self.mode == "concat":
             self.project = nn.Linear(dim * len(names), dim)
+        elif self.mode == "c_gate":
+            self.cross_gate = CrossFeatureGate(self.names, dim)
 
     def forward(self, streams: dict[str, Tensor]) -> Tensor:
+        if self.mode == "c_gate":
+            return self.cross_gate(streams)
         if self.mode == "concat":
             return self.project(torch.cat([streams[name] for name in self.names], dim=-1))
         if self.mode == "gated":
@@ -108,22 +141,29 @@ class FeatureFusion(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """Pre-norm block: x + attn(norm(x)), then x + ffn(norm(x))."""
+    """Pre-norm block: x + attn(norm(x)), then x + ffn(norm(x)); the residuals are the
+    configured ones (`gates.attention_residual`, `gates.feed_forward_residual`)."""
 
-    def __init__(self, config: EchoConfig):
+    def __init__(self, config: EchoConfig, pitch_bias: bool | None = None):
         super().__init__()
         self.attn_norm = RMSNorm(config.d_model, config.rms_norm_eps)
         self.self_attn = SelfAttention(
-            config.d_model, config.attention_heads, config.attention_dropout, config.pitch_bias, config.pitch_bias_init
+            config.d_model,
+            config.attention_heads,
+            config.attention_dropout,
+            config.pitch_bias if pitch_bias is None else pitch_bias,
+            config.pitch_bias_init,
+            scores=make_scores(config),
         )
-        self.attn_residual = ResidualAdd(config.dropout)
+        self.attn_residual = attention_residual(config)
         self.ffn_norm = RMSNorm(config.d_model, config.rms_norm_eps)
         self.ffn = FeedForward(config.d_model, config.ffn_dim, config.dropout)
-        self.ffn_residual = ResidualAdd(config.dropout)
+        self.ffn_residual = feed_forward_residual(config)
 
     def forward(self, x: Tensor, context: AttentionContext) -> Tensor:
         x = self.attn_residual(x, self.self_attn(self.attn_norm(x), context))
-        return self.ffn_residual(x, self.ffn(self.ffn_norm(x)))
+        h = self.ffn_norm(x)
+        return self.ffn_residual(x, self.ffn(h), h)
 
 
 def feature_inputs(name: str, features: dict[str, Tensor], lengths: Tensor) -> Tensor:
@@ -143,14 +183,41 @@ class EchoEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.features = list(config.features)
+        self.bands = config.rotary_axial_bands
         self.stems = nn.ModuleDict(
-            {name: ConvStem(config.feature_channels(name), config.d_model, config.subsampling) for name in self.features}
+            {
+                name: BandStem(config.n_mels, self.bands, config.d_model, config.subsampling)
+                if name == "mel" and self.bands
+                else ConvStem(config.feature_channels(name), config.d_model, config.subsampling)
+                for name in self.features
+            }
         )
         self.feature_layers = nn.ModuleDict(
-            {name: nn.ModuleList(EncoderLayer(config) for _ in range(config.feature_layers)) for name in self.features}
+            {
+                name: nn.ModuleList(
+                    EncoderLayer(config, pitch_bias=False if name == "mel" and self.bands else None)
+                    for _ in range(config.feature_layers)
+                )
+                for name in self.features
+            }
             if config.feature_layers > 0
             else {}
         )
+        if self.bands:
+            self.band_pool = nn.Linear(self.bands * config.d_model, config.d_model)
+            self.axial_rotary = PitchRotary(
+                config.head_dim // 2,
+                config.attention_heads,
+                frequencies=config.rotary_frequencies,
+                theta=config.rotary_theta,
+                learnable_theta=config.rotary_learnable_theta,
+                theta_mode=config.rotary_theta_mode,
+                radius=config.rotary_radius,
+                radius_scale=config.rotary_radius_scale,
+                reference_hz=config.pitch_reference_hz,
+            )
+        else:
+            self.band_pool = self.axial_rotary = None
         self.fusion = FeatureFusion(self.features, config.d_model, config.fusion)
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.encoder_layers))
         self.norm = RMSNorm(config.d_model, config.rms_norm_eps)
@@ -174,8 +241,19 @@ class EchoEncoder(nn.Module):
     def output_lengths(self, lengths: Tensor) -> Tensor:
         return next(iter(self.stems.values())).output_lengths(lengths)
 
+    def _band_layers(self, x: Tensor, layers: nn.ModuleList, valid: Tensor, pitch: PitchTrack | None) -> Tensor:
+        """Mel feature layers over the (time, band) token grid, then one token per frame."""
+        batch, frames, bands, dim = x.shape
+        rotary = self.axial_rotary
+        tables = axial_tables(rotary.angles(frames, pitch, valid.device), rotary.radius(pitch), bands)
+        context = AttentionContext(rotary=tables, mask=padding_bias(valid.repeat_interleave(bands, dim=1), torch.float32))
+        x = x.flatten(1, 2)
+        for layer in layers:
+            x = layer(x, context)
+        return self.band_pool(x.view(batch, frames, bands * dim))
+
     def forward(self, features: dict[str, Tensor], lengths: Tensor) -> EncoderOutput:
-        dtype = next(iter(self.stems.values())).convs[0].weight.dtype
+        dtype = next(self.stems.parameters()).dtype
         streams, out_lengths = {}, None
         for name in self.features:
             streams[name], out_lengths = self.stems[name](feature_inputs(name, features, lengths).to(dtype), lengths)
@@ -192,6 +270,9 @@ class EchoEncoder(nn.Module):
             valid=valid,
         )
         for name, layers in self.feature_layers.items():
+            if name == "mel" and self.bands:
+                streams[name] = self._band_layers(streams[name], layers, valid, pitch)
+                continue
             for layer in layers:
                 streams[name] = layer(streams[name], context)
         x = self.fusion(streams)

@@ -35,15 +35,16 @@ class FeedForward(nn.Module):
 class ResidualAdd(nn.Module):
     """`x + dropout(update)`: the residual connection of every pre-norm block.
 
-    Kept as a module so that other combinations (the seed's learned blend, gates) can replace
-    it by configuration without touching the blocks.
+    Kept as a module so that other combinations (the seed's learned blend, gates: see
+    `gates.py`) replace it by configuration; `source` (the sublayer's normalised input, read by
+    the gates) is ignored here.
     """
 
     def __init__(self, dropout: float):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, update: Tensor) -> Tensor:
+    def forward(self, x: Tensor, update: Tensor, source: Tensor | None = None) -> Tensor:
         return x + self.dropout(update)
 
 

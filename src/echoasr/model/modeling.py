@@ -26,13 +26,18 @@ from transformers import initialization as init
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
 from .attention import CrossPitchBias, PitchBiasScale
+from .attention_variants import Curiosity, ScoreFunction
 from .configuration import EchoConfig
 from .decoder import EchoDecoder
 from .encoder import EchoEncoder, EncoderOutput
+from .gates import BlendResidual, LearnedBlend, MemoryGate
 from .generation import ctc_greedy_decode, generate
 from .layers import RMSNorm
+from .positions import AbsolutePositions
 from .rotary import PitchRotary
 
+# Modules that know their own initial values (beyond the Linear/Embedding/norm defaults).
+_SELF_INITIALISED = (PitchRotary, BlendResidual, LearnedBlend, MemoryGate, ScoreFunction, Curiosity, AbsolutePositions)
 
 
 @dataclass
@@ -69,7 +74,7 @@ class EchoPreTrainedModel(PreTrainedModel):
     main_input_name = "feature_lengths"
     input_modalities = "audio"
     accepts_loss_kwargs = False  # the loss is normalised here (token mean), not by the Trainer
-    _no_split_modules = ["EncoderLayer", "DecoderLayer"]
+    _no_split_modules = ["EncoderLayer", "DecoderLayer", "ModalLayer"]
     _supports_sdpa = True
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -85,7 +90,7 @@ class EchoPreTrainedModel(PreTrainedModel):
         elif isinstance(module, CrossPitchBias):
             init.constant_(module.scale, module.init)
             init.copy_(module.reference, module._initial_reference(module.reference.numel()))
-        elif isinstance(module, PitchRotary):
+        elif isinstance(module, _SELF_INITIALISED):
             module.reset_parameters()
 
 
@@ -245,11 +250,14 @@ class EchoForConditionalGeneration(EchoPreTrainedModel, GenerationMixin):
         encoder = self.encoder
         counts = {f"encoder.stem.{name}": count(stem) for name, stem in encoder.stems.items()}
         counts.update({f"encoder.feature_layers.{name}": count(layers) for name, layers in encoder.feature_layers.items()})
+        counts["encoder.band_pool"] = count(encoder.band_pool)
         counts["encoder.fusion"] = count(encoder.fusion)
         counts["encoder.layers"] = count(encoder.layers)
         counts["encoder.norm"] = count(encoder.norm)
         counts["decoder.embed_tokens (tied output)"] = count(self.decoder.embed_tokens)
+        counts["decoder.positions"] = count(self.decoder.positions)
         counts["decoder.layers"] = count(self.decoder.layers)
+        counts["decoder.modal_layers"] = count(self.decoder.modal_layers)
         counts["decoder.norm"] = count(self.decoder.norm)
         counts["ctc_head"] = count(self.ctc_head)
         counts["pitch (theta, radius, bias)"] = sum(p.numel() for p in self.parameters() if id(p) in pitch_ids)
@@ -269,9 +277,22 @@ class EchoForConditionalGeneration(EchoPreTrainedModel, GenerationMixin):
             f"radius={c.rotary_radius} pitch_bias={c.pitch_bias}",
             f"  ctc_weight={c.ctc_weight} (blank = pad id {c.pad_token_id}) label_smoothing={c.label_smoothing}",
         ]
+        seed = self._seed_components()
+        if seed:
+            lines.insert(3, f"  seed components: {', '.join(seed)}")
         width = max(len(k) for k in counts)
         lines += [f"  {name:<{width}}  {n:>12,}" for name, n in counts.items() if n]
         return "\n".join(lines)
+
+    def _seed_components(self) -> list[str]:
+        """The non-default seed options of the configuration, for `describe`."""
+        c = self.config
+        defaults = {
+            "residual_blend": False, "residual_gate": "none", "decoder_layout": "sequential", "modal_layers": 0,
+            "attention_score": "dot", "attention_curiosity": False, "attention_pad_scale": False,
+            "rotary_axial_bands": 0, "decoder_rotary": True, "decoder_absolute_positions": "none",
+        }  # fmt: skip
+        return [f"{name}={getattr(c, name)}" for name, default in defaults.items() if getattr(c, name) != default]
 
     def set_pitch_debug(self, enabled: bool = True) -> None:
         """Log theta/radius statistics per stack and pitch bias statistics per layer (logger
