@@ -72,3 +72,11 @@ def test_yaml_numbers_are_coerced_and_types_checked(tmp_path):
         path.write_text(text)
         with pytest.raises(EchoError, match=message):
             resolve_config("tiny", path)
+
+
+def test_changing_the_optimizer_drops_the_presets_optimizer_options():
+    assert resolve_config("small").optimizer_options == {"betas": [0.9, 0.98]}
+    assert resolve_config("small", overrides={"optimizer": "maxfactor"}).optimizer_options == {}
+    assert resolve_config("seed").optimizer == "maxfactor" and resolve_config("seed").optimizer_options == {}
+    kept = resolve_config("small", overrides={"optimizer": "adamw", "optimizer_options": {"eps": 1e-6}})
+    assert kept.optimizer_options == {"betas": [0.9, 0.98], "eps": 1e-6}
