@@ -208,3 +208,18 @@ def test_config_rejects_bad_options(echo):
         echo.tiny_config(rotary_theta_mod="phase")
     with pytest.raises(ValueError, match="subsampling"):
         echo.tiny_config(subsampling=3)
+
+
+def test_cpu_bf16_attention_matches_the_reference_formula():
+    """`scaled_dot_product` (math backend on the CPU in bf16) computes softmax(q·k/√d + mask)·v."""
+    from echoasr.model.attention import scaled_dot_product
+
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 7, 16, generator=generator) for _ in range(3))
+    mask = torch.zeros(2, 1, 1, 7)
+    mask[1, ..., 5:] = float("-inf")
+    reference = torch.softmax(q @ k.transpose(-1, -2) / 4.0 + mask, dim=-1) @ v
+    out = scaled_dot_product(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask.bfloat16())
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference, atol=3e-2, rtol=3e-2)
+    torch.testing.assert_close(scaled_dot_product(q, k, v, mask), reference, atol=1e-5, rtol=1e-5)
