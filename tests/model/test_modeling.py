@@ -212,7 +212,7 @@ def test_config_rejects_bad_options(echo):
 
 def test_cpu_bf16_attention_matches_the_reference_formula():
     """`scaled_dot_product` (math backend on the CPU in bf16) computes softmax(q·k/√d + mask)·v."""
-    from echoasr.model.attention import scaled_dot_product
+    from echoasr.model.attention_variants import scaled_dot_product
 
     generator = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 4, 7, 16, generator=generator) for _ in range(3))

@@ -25,24 +25,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .attention_variants import Curiosity, ScoreFunction
+from .attention_variants import Curiosity, ScoreFunction, scaled_dot_product
 from .pitch import PitchTrack
 from .rotary import RotaryTables, apply_rotary
 
 logger = logging.getLogger(__name__)
 
-
-def scaled_dot_product(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float = 0.0,
-                       is_causal: bool = False) -> Tensor:
-    """`F.scaled_dot_product_attention`, on the CPU in bf16 with its math backend: there the fused
-    CPU kernel made a training step of the plain `small` model 1.34x slower (0.19 s vs 0.14 s,
-    `benchmarks/training_speed.py --worker small-plain 1 1 12 0`); in fp32 the two are equal."""
-    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
-        with sdpa_kernel(SDPBackend.MATH):
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
 
 
 @dataclass
