@@ -3,7 +3,12 @@
 The defaults describe a plain model (standard RoPE, no pitch mechanism, mel input, 4x time
 subsampling, hybrid CTC/attention training); presets switch the pitch mechanisms on:
 
-* `rotary_theta_mode`: `"none"` (positions `t`), `"additive"` (seed: `theta_t = theta + f0_t`),
+* `rotary_frequencies`: `"inverse"` (standard RoPE), `"mel"` (mel-spaced, at most pi rad per
+  frame at theta >= 10000), `"mel_seed_aliased"` (the seed's spacing, up to 363.6 rad per frame:
+  positions scrambled; for reproducing the seed only);
+* `rotary_theta_mode`: `"none"` (positions `t`), `"additive"` (`theta_t = theta * (1 + s * f0_t /
+  pitch_reference_hz)`, `s` = `rotary_additive_scale`; the seed's `theta + f0_t` is
+  `s = pitch_reference_hz / theta`),
   `"phase"` (pitch-warped position `p_t = sum_{s<t} f_s / pitch_reference_hz`);
 * `rotary_radius`: `"none"`, `"raw"` (seed: f0 in Hz, 0 on unvoiced frames), `"bounded"`
   (`1 + rotary_radius_scale * tanh(z)`, the recommended form), `"learned"` (per-head
@@ -43,7 +48,7 @@ from typing import ClassVar
 from transformers import PretrainedConfig
 
 FEATURES = ("mel", "f0", "harmonic", "aperiodic", "phase", "waveform")
-ROTARY_FREQUENCIES = ("inverse", "mel")
+ROTARY_FREQUENCIES = ("inverse", "mel", "mel_seed_aliased")
 THETA_MODES = ("none", "additive", "phase")
 RADIUS_MODES = ("none", "raw", "bounded", "learned")
 FUSIONS = ("sum", "gated", "concat", "c_gate")
@@ -113,6 +118,7 @@ class EchoConfig(PretrainedConfig):
     rotary_theta: float | int = 10000.0
     rotary_learnable_theta: bool = False
     rotary_theta_mode: str = "none"
+    rotary_additive_scale: float | int = 1.0
     rotary_radius: str = "none"
     rotary_radius_scale: float | int = 0.5
     pitch_reference_hz: float | int = 150.0
@@ -179,6 +185,9 @@ class EchoConfig(PretrainedConfig):
         check(self.rotary_theta_mode in THETA_MODES, f"rotary_theta_mode must be one of {THETA_MODES}")
         check(self.rotary_radius in RADIUS_MODES, f"rotary_radius must be one of {RADIUS_MODES}")
         check(self.rotary_theta > 0, "rotary_theta must be positive")
+        check(self.rotary_frequencies != "mel" or self.rotary_theta >= 10000,
+              "mel rotary frequencies need rotary_theta >= 10000 (faster rotations alias)")
+        check(self.rotary_additive_scale >= 0, "rotary_additive_scale must be >= 0")
         check(0 < self.rotary_radius_scale < 1, "rotary_radius_scale must be in (0, 1) so the radius stays positive")
         check(self.pitch_reference_hz > 0, "pitch_reference_hz must be positive")
         check(self.residual_gate in RESIDUAL_GATES, f"residual_gate must be one of {RESIDUAL_GATES}")

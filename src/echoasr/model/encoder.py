@@ -84,11 +84,12 @@ class ConvStem(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """(B, C, T), (B,) -> (B, T', dim), (B,)."""
+        # torch.where, not multiplication: padding may hold NaN, and NaN * 0 is NaN.
         for conv in self.convs:
-            x = x * length_mask(lengths, x.shape[-1])[:, None, :].to(x.dtype)
+            x = torch.where(length_mask(lengths, x.shape[-1])[:, None, :], x, 0.0)
             x = F.gelu(conv(x))
             lengths = conv_output_length(lengths, 3, conv.stride[0], 1)
-        x = x * length_mask(lengths, x.shape[-1])[:, None, :].to(x.dtype)
+        x = torch.where(length_mask(lengths, x.shape[-1])[:, None, :], x, 0.0)
         return x.transpose(1, 2), lengths
 
 
@@ -212,6 +213,7 @@ class EchoEncoder(nn.Module):
                 theta=config.rotary_theta,
                 learnable_theta=config.rotary_learnable_theta,
                 theta_mode=config.rotary_theta_mode,
+                additive_scale=config.rotary_additive_scale,
                 radius=config.rotary_radius,
                 radius_scale=config.rotary_radius_scale,
                 reference_hz=config.pitch_reference_hz,
@@ -228,6 +230,7 @@ class EchoEncoder(nn.Module):
             theta=config.rotary_theta,
             learnable_theta=config.rotary_learnable_theta,
             theta_mode=config.rotary_theta_mode,
+            additive_scale=config.rotary_additive_scale,
             radius=config.rotary_radius,
             radius_scale=config.rotary_radius_scale,
             reference_hz=config.pitch_reference_hz,
@@ -278,5 +281,5 @@ class EchoEncoder(nn.Module):
         x = self.fusion(streams)
         for layer in self.layers:
             x = layer(x, context)
-        x = self.norm(x) * valid[..., None].to(x.dtype)
+        x = torch.where(valid[..., None], self.norm(x), 0.0)
         return EncoderOutput(hidden=x, lengths=out_lengths, pitch=pitch)
