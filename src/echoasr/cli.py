@@ -246,6 +246,13 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     human.add_argument("--workers", type=int, default=None)
     human.set_defaults(handler=_data_human)
 
+    fotaq = actions.add_parser("fotaq", help="real speech: Flight of the Amazon Queen (Debian package)")
+    fotaq.add_argument("--out", required=True, help="corpus folder (resumed if it holds the same corpus)")
+    fotaq.add_argument("--resource", default=None, help="the game's queen.1c (default: the Debian package's)")
+    fotaq.add_argument("--limit", type=int, default=None, help="only the first N clips")
+    fotaq.add_argument("--workers", type=int, default=None)
+    fotaq.set_defaults(handler=_data_fotaq)
+
     info = actions.add_parser("info", help="load a dataset (manifest, audiofolder, LibriSpeech, HF) and summarise it")
     info.add_argument("source", help="manifest, folder, or Hugging Face dataset name")
     info.add_argument("--split", default=None)
@@ -285,6 +292,18 @@ def _data_human(args: argparse.Namespace) -> int:
     summary = build_human_set(args.out, limit=args.limit, workers=args.workers)
     print(f"{args.out}/human.tsv: {summary['prompts']} prompts ({summary['listed']} listed), "
           f"{summary['minutes']:.1f} min, {summary['words']} words")
+    return 0
+
+
+def _data_fotaq(args: argparse.Namespace) -> int:
+    from echoasr.data.fotaq import build_fotaq
+
+    summary = build_fotaq(args.out, resource_path=args.resource, limit=args.limit, workers=args.workers)
+    for split in ("train", "dev", "test"):
+        counts = summary[split]
+        print(f"{split:6s} {counts['clips']:6d} clips {counts['hours']:6.2f} h {counts['speakers']} speakers")
+    skipped = ", ".join(f"{count} {reason}" for reason, count in summary["skipped"].items()) or "none"
+    print(f"{args.out}: skipped {skipped}")
     return 0
 
 
