@@ -30,9 +30,7 @@ import json
 import logging
 import os
 import re
-import shutil
 import struct
-import subprocess
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,6 +38,7 @@ from importlib import resources
 from pathlib import Path
 
 from echoasr import atomic
+from echoasr.audio import SAMPLE_RATE
 from echoasr.data.manifest import write_manifest
 from echoasr.data.records import Utterance
 from echoasr.errors import EchoError
@@ -403,8 +402,6 @@ def split_of(speaker: str) -> str | None:
 def build_fotaq(out: str | os.PathLike, resource_path: str | os.PathLike | None = None,
                 limit: int | None = None, workers: int | None = None, progress: bool = True) -> dict:
     """Decode the transcribed clips to ``out/wav`` (16 kHz mono) and write ``out/{train,dev,test}.tsv``."""
-    if shutil.which("ffmpeg") is None:
-        raise EchoError("ffmpeg is missing: install the Debian package ffmpeg (scripts/install-system-deps)")
     root = Path(out)
     settings = {"corpus": "fotaq", "version": BUILD_VERSION, "limit": limit,
                 "dev_speakers": list(DEV_SPEAKERS), "test_speakers": list(TEST_SPEAKERS)}
@@ -471,21 +468,23 @@ def _check_settings(root: Path, settings: dict) -> None:
         raise EchoError("folder is not empty and holds no fotaq corpus; use another folder", root)
 
 
-class _UnreadableClip(Exception):
-    pass
-
-
 def _decode(mp3: bytes, target: Path) -> str | None:
-    """ffmpeg: MP3 frames -> 16 kHz mono wav; the error text when it fails (nothing is written)."""
-    command = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "mp3", "-i", "pipe:0",
-               "-ar", "16000", "-ac", "1", "-map_metadata", "-1", "-fflags", "+bitexact",
-               "-flags:a", "+bitexact", "-f", "wav"]
+    """MP3 frames -> 16 kHz mono 16-bit wav (libsndfile decodes MP3 in-process, ~100x faster than
+    one ffmpeg process per clip; soxr HQ resamples); the error text when it fails (nothing is
+    written)."""
+    import numpy as np
+    import soundfile
+    import soxr
+
     try:
-        with atomic.atomic_path(target) as temporary:
-            result = subprocess.run([*command, str(temporary)], input=mp3, capture_output=True, check=False)
-            if result.returncode != 0 or temporary.stat().st_size <= 44:
-                raise _UnreadableClip(result.stderr.decode(errors="replace").strip()[-200:] or "no audio")
-    except _UnreadableClip as error:
-        log.warning("%s: ffmpeg could not decode it: %s", target.name, error)
-        return str(error)
+        audio, rate = soundfile.read(io.BytesIO(mp3), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, ValueError) as error:
+        log.warning("%s: could not decode it: %s", target.name, error)
+        return str(error) or "undecodable"
+    if audio.shape[0] == 0:
+        log.warning("%s: no audio", target.name)
+        return "no audio"
+    audio = soxr.resample(audio.mean(axis=1), rate, SAMPLE_RATE, quality="HQ")
+    with atomic.atomic_path(target) as temporary:
+        soundfile.write(str(temporary), np.clip(audio, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16", format="WAV")
     return None
