@@ -204,10 +204,11 @@ def _add_transcribe_command(subparsers) -> None:
 
 def _add_demo_command(subparsers) -> None:
     parser = subparsers.add_parser(
-        "demo", help="build data, train a pitch-aware model and a plain baseline, compare them (~20 min)",
-        description="End to end on 2 CPU cores in about 20 minutes: synthetic corpus + human test set, the "
+        "demo", help="build data, train a pitch-aware model and a plain baseline, compare them (~25 min)",
+        description="End to end on 2 CPU cores in about 25 minutes: synthetic corpus + human test set, the "
         "pitch-aware 'small' model and its plain-RoPE baseline trained for the same budget, evaluation on "
-        "test_seen, test_unseen and the human set, pocketsphinx on the human set, a side-by-side table. "
+        "every utterance of test_seen, test_unseen and the human set, pocketsphinx and Whisper base on the same "
+        "human-set utterances (Whisper base adds ~5-7 min), a side-by-side table. "
         "Anything already built in OUT is reused.",
     )
     parser.add_argument("--out", default="demo", metavar="DIR", help="output folder (default: demo)")

@@ -145,6 +145,11 @@ def parse_names(names: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
+def require(name: str) -> None:
+    """An EchoError naming the install command if recogniser ``name`` cannot run here."""
+    _require(RECOGNISERS[parse_names([name])[0]])
+
+
 def _require(recogniser: Recogniser) -> None:
     import importlib.util
 
