@@ -170,11 +170,13 @@ def evaluate(
     ``model_path`` may be None when ``references`` are given.
     """
     from echoasr.processor import resolve_model_dir
-    from echoasr.references import parse_names, score_reference
+    from echoasr.references import parse_names, require, score_reference
 
     names = parse_names(references)
     if model_path is None and not names:
         raise EchoError("nothing to evaluate: give a model, reference recognisers, or both")
+    for recogniser in names:
+        require(recogniser)  # a missing package fails before any decoding
     model_dir = None if model_path is None else resolve_model_dir(model_path)  # a wrong folder fails first
     utterances = load_test_set(data, split)
     name = Path(data).stem if split is None else f"{Path(data).name}-{split}"

@@ -48,7 +48,7 @@ def read_audio(utterance: Utterance) -> np.ndarray:
     if source is None:
         raise EchoError(f"utterance {utterance.id} has neither a path nor audio")
     if utterance.audio is None and not Path(source).is_file():
-        raise EchoError("no such file", source)
+        raise EchoError("cannot read audio: no such file", source)
     try:
         audio, rate = soundfile.read(source, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
