@@ -17,7 +17,8 @@ def test_score_counts_substitutions_deletions_insertions_on_normalised_text():
     result = score(["The cat sat on the mat.", "Hello world"], ["the bat sat on mat", "hello, World! again"])
     assert (result["substitutions"], result["deletions"], result["insertions"]) == (1, 1, 1)
     assert result["words"] == 8 and result["wer"] == pytest.approx(3 / 8)
-    assert 0 < result["cer"] < result["wer"]
+    # characters: c->b, "the " deleted (4), " again" inserted (6) over 22 + 11 reference characters
+    assert result["characters"] == 33 and result["cer"] == pytest.approx(11 / 33)
     assert score(["Twenty one"], ["21"])["wer"] == 0.0  # numbers are normalised on both sides
 
 
