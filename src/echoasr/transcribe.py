@@ -58,6 +58,11 @@ def silence_cuts(audio: np.ndarray, max_seconds: float) -> list[tuple[int, int]]
     return ranges
 
 
+def chunk_features(processor, audio: np.ndarray, max_seconds: float) -> list[dict[str, np.ndarray]]:
+    """The model's features of ``audio``, one dict per chunk cut at silences (:func:`silence_cuts`)."""
+    return [processor.extract(audio[start:end]) for start, end in silence_cuts(audio, max_seconds)]
+
+
 def transcribe(
     model_path: str | os.PathLike,
     paths: Sequence[str | os.PathLike],
@@ -80,28 +85,18 @@ def _transcribe(model_path, paths, beams, chunk_seconds, batch_frames, bf16, pro
     from tqdm import tqdm
 
     from echoasr.audio import load_audio
-    from echoasr.data.featurize import SpeechDataset
-    from echoasr.evaluation import DEFAULT_BATCH_FRAMES, decode_dataset
+    from echoasr.evaluation import DEFAULT_BATCH_FRAMES, decode_chunks
     from echoasr.processor import load_pretrained
 
     audios = [load_audio(path) for path in paths]  # a bad file fails before any work
     model, processor = load_pretrained(model_path)
     chunk_seconds = chunk_seconds or processor.max_duration
-    owners, features = [], []
-    bar = tqdm(total=len(paths), desc="features", unit="file", disable=not progress or len(paths) < 2)
-    for index, (path, audio) in enumerate(zip(paths, audios, strict=True)):
-        cuts = silence_cuts(audio, chunk_seconds)
-        if len(cuts) > 1:
-            log.info("%s: %.1f s cut into %d chunks", path, len(audio) / SAMPLE_RATE, len(cuts))
-        for start, end in cuts:
-            features.append(processor.extract(audio[start:end]))
-            owners.append(index)
-        bar.update()
-    bar.close()
-    texts = decode_dataset(model, processor, SpeechDataset(features), beams=beams,
-                           batch_frames=batch_frames or DEFAULT_BATCH_FRAMES, bf16=bf16, progress=progress and len(features) > 1)
-    pieces: list[list[str]] = [[] for _ in paths]
-    for owner, text in zip(owners, texts, strict=True):
-        if text:
-            pieces[owner].append(text)
-    return [(str(Path(path)), " ".join(parts)) for path, parts in zip(paths, pieces, strict=True)]
+    chunks = []
+    for path, audio in tqdm(list(zip(paths, audios, strict=True)), desc="features", unit="file",
+                            disable=not progress or len(paths) < 2):
+        chunks.append(chunk_features(processor, audio, chunk_seconds))
+        if len(chunks[-1]) > 1:
+            log.info("%s: %.1f s cut into %d chunks", path, len(audio) / SAMPLE_RATE, len(chunks[-1]))
+    texts = decode_chunks(model, processor, chunks, beams=beams, batch_frames=batch_frames or DEFAULT_BATCH_FRAMES,
+                          bf16=bf16, progress=progress and sum(map(len, chunks)) > 1)
+    return [(str(Path(path)), text) for path, text in zip(paths, texts, strict=True)]
