@@ -59,6 +59,7 @@ def test_experiment_writes_results_and_report_and_resumes(tts_corpus, plan, tmp_
     assert "`phase` vs `plain`" in report and "significant" in report and "plots/error_rates.png" in report
     assert (out / "plots" / "error_rates.png").stat().st_size > 1000
     assert (out / "plots" / "training_curves.png").is_file()
+    assert (out / "plots" / "utterance.png").stat().st_size > 1000 and "plots/utterance.png" in report
 
     # Resume: a killed run (a checkpoint at step 3, no final summary, no result) continues from its
     # checkpoint; the finished run is not touched.

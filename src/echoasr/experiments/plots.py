@@ -111,3 +111,93 @@ def _steps_to_threshold(plt, results, folder: Path) -> Path:
     path = folder / "steps_to_threshold.png"
     _save(figure, path)
     return path
+
+
+# ------------------------------------------------------------------------- one utterance
+
+
+def _first_layer_attention(model, features: dict, lengths) -> tuple[np.ndarray, Any]:
+    """Head-averaged attention probabilities (T, T) of the first shared encoder layer, recomputed
+    from its inputs (captured by a forward pre-hook) with the layer's own projection, rotary tables
+    and pitch bias; returns them with the rotary tables. Valid for dot-product scores."""
+    import torch
+
+    from echoasr.model.rotary import apply_rotary
+
+    attention = model.get_encoder().layers[0].self_attn
+    captured = {}
+    hook = attention.register_forward_pre_hook(lambda module, args: captured.setdefault("args", args))
+    try:
+        with torch.inference_mode():
+            model.get_encoder()(features, lengths)
+    finally:
+        hook.remove()
+    x, context = captured["args"][:2]
+    with torch.inference_mode():
+        batch, length, dim = x.shape
+        qkv = attention.qkv(x.float()).view(batch, length, 3, attention.heads, attention.head_dim).permute(2, 0, 3, 1, 4)
+        qk = qkv[:2]
+        if context.rotary is not None:
+            qk = apply_rotary(qk, context.rotary.cos.float(), context.rotary.sin.float())
+        q, k = qk.unbind(0)
+        scores = q @ k.transpose(-1, -2) / attention.head_dim ** 0.5
+        mask = context.mask
+        if attention.pitch_bias is not None and context.similarity is not None:
+            mask = attention.pitch_bias(mask, context.similarity)
+        if mask is not None:
+            scores = scores + mask.float()
+        probabilities = torch.softmax(scores, dim=-1).mean(1)[0]
+    return probabilities.numpy(), context.rotary
+
+
+def draw_utterance(pitch_run: Path, plain_run: Path, utterance, path: Path) -> Path:
+    """f0 track, rotary angle and radius per encoder frame (pitch model vs plain), and the first
+    encoder layer's attention map of both models, for one utterance."""
+    from echoasr.data import read_audio
+    from echoasr.model.pitch import pitch_track
+    from echoasr.processor import load_pretrained
+
+    audio = read_audio(utterance)
+    panels = {}
+    for label, run in (("pitch", pitch_run), ("plain", plain_run)):
+        model, processor = load_pretrained(run, device="cpu")
+        model.float().eval()
+        batch = processor.collator()([{"features": processor.extract(audio)}])
+        features, lengths = batch["features"], batch["feature_lengths"]
+        attention, rotary = _first_layer_attention(model, features, lengths)
+        track = None
+        if "f0" in features:
+            track = pitch_track(features["f0"], features["voiced"], lengths, model.config.subsampling)
+        panels[label] = {"attention": attention, "rotary": rotary, "track": track, "config": model.config}
+    plt = _pyplot()
+    figure, axes = plt.subplots(2, 3, figsize=(15, 8))
+    track = panels["pitch"]["track"]
+    if track is not None:
+        frames = np.arange(track.f0.shape[1])
+        axes[0, 0].plot(frames, np.where(track.voiced[0].numpy(), track.f0[0].numpy(), np.nan), ".", markersize=3)
+    axes[0, 0].set(title=f"f0 at the encoder frame rate ({utterance.id})", xlabel="encoder frame", ylabel="Hz")
+    for label, style in (("pitch", "-"), ("plain", "--")):
+        rotary = panels[label]["rotary"]
+        if rotary is None:
+            continue
+        angle = rotary.angle[0, 0, :, 0].float().numpy()  # the first channel pair: frequency 1, the position
+        axes[0, 1].plot(angle, style, label=label)
+        radius = rotary.radius[0, 0, :, 0].float().numpy() if rotary.radius is not None else np.ones_like(angle)
+        axes[0, 2].plot(radius, style, label=label)
+    axes[0, 1].set(title="rotary angle of channel pair 0 (rad)", xlabel="encoder frame")
+    axes[0, 2].set(title="rotary radius", xlabel="encoder frame")
+    for ax in axes[0, 1:]:
+        ax.legend()
+    for ax, label in zip(axes[1, :2], ("pitch", "plain"), strict=True):
+        ax.imshow(panels[label]["attention"], aspect="auto", origin="lower", cmap="magma")
+        config = panels[label]["config"]
+        ax.set(title=f"{label}: layer-1 attention\n(theta {config.rotary_theta_mode}, radius {config.rotary_radius}, "
+               f"bias {config.pitch_bias})", xlabel="key frame", ylabel="query frame")
+    difference = panels["pitch"]["attention"] - panels["plain"]["attention"]
+    limit = float(np.abs(difference).max()) or 1.0
+    axes[1, 2].imshow(difference, aspect="auto", origin="lower", cmap="coolwarm", vmin=-limit, vmax=limit)
+    axes[1, 2].set(title="pitch - plain", xlabel="key frame")
+    figure.tight_layout()
+    _save(figure, path)
+    plt.close(figure)
+    return path

@@ -178,11 +178,14 @@ def render_markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def write_report(results: dict[str, Any], out: Path, plots: bool = True) -> None:
+def write_report(results: dict[str, Any], out: Path, plots: bool = True,
+                 extra_figures: dict[str, str] | None = None) -> None:
+    """``extra_figures``: title -> path relative to ``out``, drawn by the caller."""
     figures: dict[str, str] = {}
     if plots:
         from echoasr.experiments.plots import draw_figures
 
         figures = draw_figures(results, out)
+    figures.update(extra_figures or {})
     atomic.write_text(out / "results.json", json.dumps(results, indent=1) + "\n")
     atomic.write_text(out / "report.md", render_markdown(results, figures) + "\n")

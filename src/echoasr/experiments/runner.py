@@ -255,5 +255,27 @@ def run_experiment(plan: Plan, data: str | os.PathLike, out: str | os.PathLike, 
         "wall_seconds_this_invocation": round(time.monotonic() - start, 1),
         "plan_definition": asdict(plan),
     })
-    write_report(results, out, plots=plots)
+    figures = _utterance_figure(plan, data, split, out, seeds) if plots else {}
+    write_report(results, out, plots=plots, extra_figures=figures)
     return results
+
+
+def _utterance_figure(plan: Plan, data, split: str, out: Path, seeds: int) -> dict[str, str]:
+    """f0, rotary angle/radius and attention maps for the first test utterance: the configuration
+    with every pitch mechanism (`all-pitch`, else the last one using pitch) against the first
+    (plain) configuration, seed 0."""
+    from echoasr.data import load_dataset_any
+    from echoasr.experiments.plots import draw_utterance
+    from echoasr.model import EchoConfig
+
+    plain = plan.configurations[0]
+    pitched = [c for c in plan.configurations[1:] if c.model.get("rotary_theta_mode", "none") != "none"
+               and EchoConfig(vocab_size=64, **plan.train_config(c, 0).model).attention_score == "dot"]
+    if not pitched:
+        return {}
+    chosen = next((c for c in pitched if c.name == "all-pitch"), pitched[-1])
+    utterance = load_dataset_any(data, split=split)[0]
+    path = out / "plots" / "utterance.png"
+    draw_utterance(run_folder(out, chosen.name, 0), run_folder(out, plain.name, 0), utterance, path)
+    return {f"One {split} utterance: f0, rotary angle and radius, layer-1 attention ({chosen.name} vs {plain.name}, "
+            "seed 0)": str(path.relative_to(out))}
