@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_command(commands)
     _add_transcribe_command(commands)
     _add_demo_command(commands)
+    _add_experiment_command(commands)
     return parser
 
 
@@ -227,6 +228,37 @@ def _add_demo_command(subparsers) -> None:
         return demo.run(args.out, utterances=args.utterances, preset=args.preset, max_steps=args.max_steps,
                         max_minutes=args.max_minutes, beams=args.beam, parallel=args.parallel,
                         human_limit=args.human_limit)
+
+    parser.set_defaults(handler=handler)
+
+
+def _add_experiment_command(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "experiment", help="a grid of training runs at equal budgets, with statistics and a report",
+        description="Train and evaluate every configuration of a plan with several seeds at the same step "
+        "budget, then write OUT/results.json, OUT/report.md (means with 95%% intervals, paired bootstrap "
+        "per comparison) and OUT/plots/. Rerun the same command to resume: finished runs are skipped, "
+        "a killed run continues from its latest checkpoint.",
+    )
+    parser.add_argument("--plan", required=True, metavar="quick|full|FILE.yaml", help="built-in plan or a plan file")
+    parser.add_argument("--data", required=True, metavar="DIR", help="corpus folder (train, dev and the test split)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="experiment folder (runs, results, report)")
+    parser.add_argument("--human", metavar="MANIFEST", help="also evaluate on this human-speech manifest")
+    parser.add_argument("--split", default="test_unseen", help="test split of --data (default test_unseen: held-out voices)")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per configuration (default: the plan's, 3)")
+    parser.add_argument("--parallel", type=int, default=2, help="concurrent runs (default 2)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default 1 when parallel)")
+    parser.add_argument("--cache-dir", metavar="DIR", help="feature cache (default: DATA/features-cache)")
+
+    def handler(args: argparse.Namespace) -> int:
+        from echoasr.experiments.plans import load_plan
+        from echoasr.experiments.runner import run_experiment
+
+        plan = load_plan(args.plan)
+        run_experiment(plan, args.data, args.out, seeds=args.seeds, parallel=args.parallel, threads=args.threads,
+                       human=args.human, split=args.split, cache_dir=args.cache_dir)
+        print(f"report: {args.out}/report.md; results: {args.out}/results.json")
+        return 0
 
     parser.set_defaults(handler=handler)
 

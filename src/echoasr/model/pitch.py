@@ -106,3 +106,10 @@ def pitch_warped_positions(track: PitchTrack, reference_hz: float) -> Tensor:
     """
     rate = torch.where(track.voiced, track.f0 / reference_hz, 1.0)
     return torch.cumsum(rate, dim=-1) - rate
+
+
+def median_voiced_f0(track: PitchTrack, fallback_hz: float) -> Tensor:
+    """(B, 1) median f0 over each example's voiced frames (`fallback_hz` when none is voiced)."""
+    masked = torch.where(track.voiced, track.f0, torch.nan)
+    median = torch.nanmedian(masked, dim=-1, keepdim=True).values
+    return torch.nan_to_num(median, nan=fallback_hz)

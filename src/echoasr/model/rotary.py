@@ -27,7 +27,8 @@ Angles: `angle_t,i = position_t * w_i(theta_t)` with
   pitch doubles theta, which slows every pair but the first measurably and never aliases, since
   theta_t >= theta;
   `phase`: `theta_t = theta`, `position_t = p_t` the pitch-warped position of
-  `pitch.pitch_warped_positions`.
+  `pitch.pitch_warped_positions`; `phase_median`: the same with the utterance's median voiced f0
+  as the reference (`pitch.median_voiced_f0`).
 
 Radius: `none` (1), `raw` (seed: f0 in Hz, 0 on unvoiced frames: q and k vanish there, and
 voiced scores scale by ~f0^2; kept for fidelity), `bounded` (`1 + a*tanh(z)`, unvoiced 1),
@@ -44,7 +45,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .pitch import PitchTrack, pitch_warped_positions
+from .pitch import PitchTrack, median_voiced_f0, pitch_warped_positions
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +183,8 @@ class PitchRotary(nn.Module):
             theta_t = theta * (1.0 + self.additive_scale * pitch.f0 / self.reference_hz)
             frequency = rotary_frequencies(self.frequencies, self.head_dim, theta_t)  # (B, T, D/2)
             return (positions[None, :, None] * frequency)[:, None]
-        positions = pitch_warped_positions(pitch, self.reference_hz)  # phase mode, (B, T)
+        reference = median_voiced_f0(pitch, self.reference_hz) if self.theta_mode == "phase_median" else self.reference_hz
+        positions = pitch_warped_positions(pitch, reference)  # phase modes, (B, T)
         frequency = rotary_frequencies(self.frequencies, self.head_dim, theta)
         return (positions[:, :, None] * frequency)[:, None]
 
