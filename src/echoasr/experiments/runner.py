@@ -163,12 +163,14 @@ def per_utterance_errors(tsv: Path) -> dict[str, list]:
     import jiwer
 
     ids, word_errors, words, char_errors, chars = [], [], [], [], []
-    lines = tsv.read_text(encoding="utf-8").splitlines()[1:]
+    header, *lines = tsv.read_text(encoding="utf-8").splitlines()
+    columns = {name: index for index, name in enumerate(header.split("\t"))}
     for line in lines:
-        utterance, reference, hypothesis, errors, count = line.split("\t")
-        ids.append(utterance)
-        word_errors.append(int(errors))
-        words.append(int(count))
+        cells = line.split("\t")
+        reference, hypothesis = cells[columns["reference"]], cells[columns["hypothesis"]]
+        ids.append(cells[columns["id"]])
+        word_errors.append(int(cells[columns["word_errors"]]))
+        words.append(int(cells[columns["reference_words"]]))
         if reference:
             measure = jiwer.process_characters(reference, hypothesis)
             char_errors.append(measure.substitutions + measure.deletions + measure.insertions)
