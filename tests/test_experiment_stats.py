@@ -60,3 +60,15 @@ def test_paired_bootstrap_finds_no_difference_between_equal_systems():
 def test_paired_bootstrap_rejects_different_utterance_sets():
     with pytest.raises(ValueError):
         paired_bootstrap([1, 2], [5, 5], [1, 2, 3], [5, 5, 5])
+
+
+def test_welch_difference_matches_scipy():
+    from echoasr.experiments.stats import welch_difference
+
+    baseline, system = [0.30, 0.32, 0.31], [0.27, 0.26, 0.29]
+    result = welch_difference(baseline, system)
+    assert result.effect == pytest.approx(np.mean(system) - np.mean(baseline))
+    assert result.p_value == pytest.approx(stats.ttest_ind(system, baseline, equal_var=False).pvalue)
+    interval = stats.ttest_ind(system, baseline, equal_var=False).confidence_interval(0.95)
+    assert (result.low, result.high) == pytest.approx((interval.low, interval.high))
+    assert welch_difference([0.3], system) is None

@@ -11,7 +11,7 @@ import numpy as np
 
 from echoasr import atomic
 from echoasr.experiments.plans import QUESTIONS, Plan
-from echoasr.experiments.stats import mean_interval, paired_bootstrap
+from echoasr.experiments.stats import mean_interval, paired_bootstrap, welch_difference
 
 METRICS = {"wer": ("word_errors", "words"), "cer": ("char_errors", "chars")}
 _LOG_KEYS = ("step", "loss", "eval_cer", "eval_wer")
@@ -50,8 +50,11 @@ def build_results(plan: Plan, runs: list[dict[str, Any]], settings: dict[str, An
                 effect = _compare(by_configuration.get(baseline, []), by_configuration.get(system, []), name,
                                   errors_key, lengths_key)
                 if effect is not None:
+                    seeds = welch_difference([r["sets"][name][metric] for r in by_configuration[baseline]],
+                                             [r["sets"][name][metric] for r in by_configuration[system]])
                     comparisons.append({"baseline": baseline, "system": system, "set": name, "metric": metric,
-                                        **asdict(effect), "significant": effect.significant})
+                                        **asdict(effect), "significant": effect.significant,
+                                        "seed_level": None if seeds is None else asdict(seeds)})
     return {
         "settings": settings,
         "questions": {k: v for k, v in QUESTIONS.items() if any(c.question == k for c in plan.configurations)},
@@ -132,7 +135,9 @@ def render_markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
         f"tokenizer; evaluation with {settings['eval_beams']} beam(s) (joint CTC/attention). Error rates are "
         "percentages: mean over seeds ± the half-width of the 95% t-interval. Effects are in absolute "
         "percentage points (configuration minus counterpart; negative = fewer errors), from a paired "
-        "bootstrap over utterances pooled over seeds (10,000 resamples), with a two-sided p-value.", "",
+        "bootstrap over utterances pooled over seeds (10,000 resamples), with a two-sided p-value. The "
+        "bootstrap measures how the effect depends on the test utterances; training randomness is in the "
+        "seed-level column (difference of seed means, Welch 95% interval and p), which needs 2+ seeds per side.", "",
         "Reproduce: `echoasr experiment --plan " + settings["plan"] + f" --data {settings['data']} --out OUT"
         + (f" --human {settings['human']}" if settings.get("human") else "")
         + f" --seeds {settings['seeds']} --parallel {settings['parallel']}`", "",
@@ -155,12 +160,16 @@ def render_markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
             lines.append("| " + " | ".join(cells) + " |")
         comparisons = [x for x in results["comparisons"] if x["system"] in members]
         if comparisons:
-            lines += ["", "| comparison | set | metric | effect (points) | 95% CI | p | verdict |", "|---|---|---|---|---|---|---|"]
+            lines += ["", "| comparison | set | metric | effect (points) | 95% CI | p | verdict | seed-level effect, 95% CI, p |",
+                      "|---|---|---|---|---|---|---|---|"]
             for x in comparisons:
                 verdict = "**significant**" if x["significant"] else "not significant at 0.05"
+                seed = x["seed_level"]
+                seed_text = "n/a (1 seed)" if seed is None else (
+                    f"{100 * seed['effect']:+.2f} [{100 * seed['low']:+.2f}, {100 * seed['high']:+.2f}], p {seed['p_value']:.3f}")
                 lines.append(f"| `{x['system']}` vs `{x['baseline']}` | {x['set']} | {x['metric'].upper()} | "
                              f"{100 * x['effect']:+.2f} | [{100 * x['low']:+.2f}, {100 * x['high']:+.2f}] | "
-                             f"{x['p_value']:.4f} | {verdict} |")
+                             f"{x['p_value']:.4f} | {verdict} | {seed_text} |")
         lines.append("")
     threshold = results["steps_to_threshold"]
     lines += ["## Steps to reach a dev CER threshold", ""]

@@ -93,20 +93,22 @@ def prepare_features(tasks: list[RunTask], progress: bool = True) -> None:
     from echoasr.processor import model_features
     from echoasr.training import TrainConfig
 
-    needs: dict[tuple[str, float], set[str]] = {}
+    needs: dict[tuple[str, float, int | None], set[str]] = {}
     for task in tasks:
         config = TrainConfig.from_dict(task.config)
         features = model_features(EchoConfig(vocab_size=64, **config.model))
-        needs.setdefault((config.f0_method, config.max_duration), set()).update(features)
+        needs.setdefault((config.f0_method, config.max_duration, config.train_limit), set()).update(features)
     cache = tasks[0].cache_dir
     if cache is None:
         return
-    for (f0_method, max_duration), features in needs.items():
+    for (f0_method, max_duration, train_limit), features in needs.items():
         sources = [(tasks[0].data, "train"), (tasks[0].data, "dev")] + [_source(s) for s in tasks[0].test_sets.values()]
         for source, split in sources:
             if split is not None and not _has_split(Path(source), split):
                 continue
             utterances = load_dataset_any(source, split=split, max_duration=max_duration)
+            if split == "train" and train_limit:
+                utterances = utterances[:train_limit]  # what training reads
             extract_features(utterances, sorted(features), FeatureSettings(f0_method=f0_method), cache_dir=cache,
                              progress=progress, description=f"{split or Path(source).stem} features")
 
@@ -161,12 +163,14 @@ def per_utterance_errors(tsv: Path) -> dict[str, list]:
     import jiwer
 
     ids, word_errors, words, char_errors, chars = [], [], [], [], []
-    lines = tsv.read_text(encoding="utf-8").splitlines()[1:]
+    header, *lines = tsv.read_text(encoding="utf-8").splitlines()
+    columns = {name: index for index, name in enumerate(header.split("\t"))}
     for line in lines:
-        utterance, reference, hypothesis, errors, count = line.split("\t")
-        ids.append(utterance)
-        word_errors.append(int(errors))
-        words.append(int(count))
+        cells = line.split("\t")
+        reference, hypothesis = cells[columns["reference"]], cells[columns["hypothesis"]]
+        ids.append(cells[columns["id"]])
+        word_errors.append(int(cells[columns["word_errors"]]))
+        words.append(int(cells[columns["reference_words"]]))
         if reference:
             measure = jiwer.process_characters(reference, hypothesis)
             char_errors.append(measure.substitutions + measure.deletions + measure.insertions)

@@ -78,3 +78,30 @@ def paired_bootstrap(baseline_errors, baseline_lengths, system_errors, system_le
     extreme = np.count_nonzero(np.abs(differences - observed) >= abs(observed))
     p_value = (extreme + 1) / (resamples + 1)
     return PairedEffect(float(observed), float(low), float(high), float(p_value), int(count), resamples)
+
+
+@dataclass
+class SeedDifference:
+    effect: float  # mean over system seeds minus mean over baseline seeds
+    low: float
+    high: float
+    p_value: float
+
+
+def welch_difference(baseline: Sequence[float], system: Sequence[float], confidence: float = 0.95) -> SeedDifference | None:
+    """Difference of seed means with Welch's t-interval and two-sided p-value (None with fewer than
+    two seeds on a side): the seed-to-seed spread the utterance bootstrap does not see."""
+    from scipy import stats
+
+    a, b = np.asarray(baseline, dtype=float), np.asarray(system, dtype=float)
+    if a.size < 2 or b.size < 2:
+        return None
+    variance_a, variance_b = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    standard_error = np.sqrt(variance_a + variance_b)
+    effect = float(b.mean() - a.mean())
+    if standard_error == 0:
+        return SeedDifference(effect, effect, effect, 1.0 if effect == 0 else 0.0)
+    freedom = (variance_a + variance_b) ** 2 / (variance_a ** 2 / (a.size - 1) + variance_b ** 2 / (b.size - 1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, freedom) * standard_error)
+    p_value = float(stats.ttest_ind(b, a, equal_var=False).pvalue)
+    return SeedDifference(effect, effect - half, effect + half, p_value)
