@@ -73,8 +73,9 @@ HUMAN_VOICES = (
           licence=SLT_HTS_LICENCE),
 )
 NEURAL_VOICES = (
-    Voice("hibari-heart", "hibari", "heart", "heart", "female", 190, 1.0, licence=HIBARI_LICENCE),
-    Voice("piper-joe", "piper", "en_US-joe-medium", "joe", "male", 110, 1.0, licence=JOE_LICENCE_NOTE),
+    # f0: DIO medians on three sentences (joe is a high male voice)
+    Voice("hibari-heart", "hibari", "heart", "heart", "female", 195, 1.0, licence=HIBARI_LICENCE),
+    Voice("piper-joe", "piper", "en_US-joe-medium", "joe", "male", 168, 1.0, licence=JOE_LICENCE_NOTE),
 )
 # --voices names: a group or a speaker. "debian" is every Debian voice; joe is opt-in.
 VOICE_GROUPS = {
