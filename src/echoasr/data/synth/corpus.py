@@ -169,7 +169,10 @@ def plan_corpus(settings: SynthSettings, sentences: Sequence[Sentence]) -> list[
 
 
 def _draw_speaker(rng: np.random.Generator, settings: SynthSettings) -> int:
-    """0 (the voice itself) or one of its transformed speakers 1..N-1."""
+    """0 (the voice itself) or one of its transformed speakers 1..N-1. With one speaker per voice
+    nothing is drawn, so such a plan is recipe 1's draw for draw."""
+    if settings.speakers_per_voice == 1:
+        return 0
     transformed = rng.uniform() < settings.transformed_share
     number = int(rng.integers(1, settings.speakers_per_voice)) if settings.speakers_per_voice > 1 else 0
     return number if transformed else 0
