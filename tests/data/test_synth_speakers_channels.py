@@ -58,10 +58,13 @@ def test_vocal_tract_warp_moves_the_spectrum_and_keeps_f0(speech):
 
 
 def test_speaker_transforms_depend_on_seed_and_voice_only():
-    first = speaker_transforms("kal", 5, seed=1)
-    assert first == speaker_transforms("kal", 5, seed=1) and first[0].identity
-    assert first != speaker_transforms("kal", 5, seed=2) and first != speaker_transforms("awb", 5, seed=1)
+    first = speaker_transforms("kal", "male", 5, seed=1)
+    assert first == speaker_transforms("kal", "male", 5, seed=1) and first[0].identity
+    assert first != speaker_transforms("kal", "male", 5, seed=2) and first != speaker_transforms("awb", "male", 5, seed=1)
     assert len(set(first)) == 5
+    # towards the other sex: men's formants only go up (a shorter tract), women's mostly down
+    assert all(t.warp >= 0.97 for t in first)
+    assert all(t.warp <= 1.03 for t in speaker_transforms("slt", "female", 20, seed=1))
 
 
 @pytest.mark.parametrize("snr", [5.0, 17.5, 30.0])

@@ -131,7 +131,8 @@ def plan_corpus(settings: SynthSettings, sentences: Sequence[Sentence]) -> list[
                     n_train, len(train_pool))
     held_out = set(settings.held_out)
     train_speakers = set(settings.training_speakers)
-    transforms = {base: speaker_transforms(base, settings.speakers_per_voice, settings.seed) for base in settings.voices}
+    transforms = {base: speaker_transforms(base, voice_catalogue.speaker_sex(base), settings.speakers_per_voice,
+                                           settings.seed) for base in settings.voices}
     jobs: list[Job] = []
     babble_pool: list[str] = []
     if settings.channels:

@@ -101,6 +101,12 @@ def all_speakers() -> list[str]:
     return sorted({voice.speaker for voice in HUMAN_VOICES + NEURAL_VOICES} | {f"espeak-{v}" for v in ESPEAK_VARIANTS})
 
 
+def speaker_sex(speaker: str) -> str:
+    if speaker.startswith("espeak-"):
+        return ESPEAK_VARIANTS[speaker.removeprefix("espeak-")]
+    return next(voice.sex for voice in HUMAN_VOICES + NEURAL_VOICES if voice.speaker == speaker)
+
+
 def resolve_voices(names: Sequence[str]) -> tuple[str, ...]:
     """Speakers named by ``--voices`` (groups of :data:`VOICE_GROUPS` or speakers), sorted."""
     known = set(all_speakers())
