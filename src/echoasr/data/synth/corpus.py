@@ -155,8 +155,8 @@ def plan_corpus(settings: SynthSettings, sentences: Sequence[Sentence]) -> list[
         for index, (sentence, pick) in enumerate(zip(texts, picks, strict=True)):
             voice = voices[pick]
             utterance_id = f"{split}-{index:05d}"
-            effects = draw_effects(voice, rng)
             number = _draw_speaker(rng, settings)
+            effects = draw_effects(voice, rng, allow_flip=number == 0)
             channel = Channel()
             if settings.channels:
                 channel = draw_channel(rng, babble_pool)
@@ -179,7 +179,7 @@ def _draw_speaker(rng: np.random.Generator, settings: SynthSettings) -> int:
     return number if transformed else 0
 
 
-def draw_effects(voice: Voice, rng: np.random.Generator) -> Effects:
+def draw_effects(voice: Voice, rng: np.random.Generator, allow_flip: bool = True) -> Effects:
     """Voice diversity: engine f0 and rate, VTLP-like speed, pitch shift, tempo, channel, noise.
 
     One non-espeak utterance in four is "gender-flipped": formants move 8-20% towards the other
@@ -189,7 +189,8 @@ def draw_effects(voice: Voice, rng: np.random.Generator) -> Effects:
     stand-in for a listener, stops understanding the result.
     """
     draw = rng.uniform
-    flip = voice.engine != "espeak" and draw() < 0.25
+    # A transformed speaker (allow_flip False) already has its own f0 and formants: no flip on top.
+    flip = voice.engine != "espeak" and draw() < 0.25 and allow_flip
     if flip:
         male = voice.sex == "male"
         speed = float(draw(1.08, 1.2) if male else draw(0.83, 0.93))
