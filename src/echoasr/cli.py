@@ -101,7 +101,7 @@ def _add_train_command(subparsers) -> None:
     )
     parser.add_argument("--data", required=True, help="corpus folder (train.tsv, dev.tsv) or a training manifest")
     parser.add_argument("--out", required=True, metavar="RUN", help="run folder (must be new unless --resume)")
-    parser.add_argument("--preset", default=None, help="tiny, small (default), base, small-plain, base-plain, seed (the original design, MaxFactor)")
+    parser.add_argument("--preset", default=None, help="tiny, small (default), base, small-plain, base-plain, base-mix (large corpus + real speech), seed (the original design, MaxFactor)")
     parser.add_argument("--config", default=None, metavar="FILE.yaml", help="options overriding the preset")
     parser.add_argument("--dev", default=None, metavar="MANIFEST", help="dev set (default: DATA/dev.tsv if present)")
     parser.add_argument("--resume", action="store_true", help="continue RUN from its latest checkpoint")

@@ -175,7 +175,8 @@ register_preset("base", TrainConfig(
 for _name in ("tiny", "small", "base"):
     register_preset(f"{_name}-plain", PRESETS[_name].merged({"model": PLAIN_MODEL}))
 # base-mix: the base model for the large corpus (`echoasr data synth --hours 30 --speakers-per-voice 6
-# --channels`) mixed with real speech (`mix: {REAL_DIR: 0.3}` in a config, or `--mix REAL_DIR:0.3`);
+# --channels`) mixed with real speech (`echoasr data fotaq`; `mix: {data/fotaq: 0.3}` in a config,
+# or `--mix data/fotaq:0.3`);
 # SpecAugment on every input stream, the last 5 checkpoints averaged. Sized for 2.5 h on 2 cores:
 # ~25 min of features (30 h, DIO), 110 min of training (capped), evaluations and averaging.
 register_preset("base-mix", PRESETS["base"].merged({
