@@ -174,7 +174,7 @@ register_preset("base", TrainConfig(
 ))
 for _name in ("tiny", "small", "base"):
     register_preset(f"{_name}-plain", PRESETS[_name].merged({"model": PLAIN_MODEL}))
-# base-mix: the base model for the large corpus (`echoasr data synth --hours 30 --speakers-per-voice 6
+# base-mix: the base model for the large corpus (`echoasr data synth --hours 30 --speakers-per-voice 6 --transformed-share 0.3
 # --channels`) mixed with real speech (`echoasr data fotaq`; `mix: {data/fotaq: 0.3}` in a config,
 # or `--mix data/fotaq:0.3`);
 # SpecAugment on every input stream, the last 5 checkpoints averaged. Sized for 2.5 h on 2 cores:
