@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plot_command(commands)
     _add_data_commands(commands)
     _add_train_command(commands)
+    _add_average_command(commands)
     _add_evaluate_command(commands)
     _add_transcribe_command(commands)
     _add_demo_command(commands)
@@ -100,7 +101,7 @@ def _add_train_command(subparsers) -> None:
     )
     parser.add_argument("--data", required=True, help="corpus folder (train.tsv, dev.tsv) or a training manifest")
     parser.add_argument("--out", required=True, metavar="RUN", help="run folder (must be new unless --resume)")
-    parser.add_argument("--preset", default=None, help="tiny, small (default), base, small-plain, base-plain, seed (the original design, MaxFactor)")
+    parser.add_argument("--preset", default=None, help="tiny, small (default), base, small-plain, base-plain, base-mix (large corpus + real speech), seed (the original design, MaxFactor)")
     parser.add_argument("--config", default=None, metavar="FILE.yaml", help="options overriding the preset")
     parser.add_argument("--dev", default=None, metavar="MANIFEST", help="dev set (default: DATA/dev.tsv if present)")
     parser.add_argument("--resume", action="store_true", help="continue RUN from its latest checkpoint")
@@ -114,13 +115,17 @@ def _add_train_command(subparsers) -> None:
                         help="bf16 autocast (default on; CPU or a bf16-capable GPU)")
     parser.add_argument("--cache-dir", default=None, help="feature cache (default: DATA/features-cache)")
     parser.add_argument("--workers", type=int, default=None, help="feature extraction processes (default: all cores)")
+    parser.add_argument("--mix", default=None, metavar="DIR:SHARE,...",
+                        help="mix other dataset folders' train splits in, each at SHARE of the training hours "
+                        "(--data gets the rest), e.g. data/real:0.3")
 
     def handler(args: argparse.Namespace) -> int:
         from echoasr import training
+        from echoasr.data.mixture import parse_mix
 
         overrides = {"max_steps": args.max_steps, "max_minutes": args.max_minutes, "seed": args.seed,
                      "optimizer": args.optimizer, "learning_rate": args.learning_rate, "threads": args.threads,
-                     "bf16": args.bf16}
+                     "bf16": args.bf16, "mix": parse_mix(args.mix) if args.mix else None}
         if args.resume:
             if args.preset or args.config:
                 raise EchoError("--resume continues RUN with its saved config; drop --preset/--config")
@@ -144,6 +149,24 @@ def _add_decoding_options(parser: argparse.ArgumentParser, model_required: bool 
     parser.add_argument("--beam", type=int, default=8, help="beam size (default 8; 1 = greedy)")
     parser.add_argument("--bf16", action="store_true", help="decode under bf16 autocast")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
+
+
+def _add_average_command(subparsers) -> None:
+    parser = subparsers.add_parser("average", help="average a run's last N checkpoints into its model",
+                                   description="Write the element-wise mean of RUN's last N checkpoints' weights to "
+                                   "RUN/model.safetensors (or --out).")
+    parser.add_argument("run", metavar="RUN")
+    parser.add_argument("--last", type=int, default=5, help="checkpoints to average (default 5)")
+    parser.add_argument("--out", default=None, help="weights file or folder (default RUN/model.safetensors)")
+
+    def handler(args: argparse.Namespace) -> int:
+        from echoasr.averaging import average_run
+
+        target, chosen = average_run(args.run, args.last, args.out)
+        print(f"{target}: mean of {', '.join(path.name for path in chosen)}")
+        return 0
+
+    parser.set_defaults(handler=handler)
 
 
 def _add_evaluate_command(subparsers) -> None:
@@ -276,7 +299,21 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--eval-size", type=int, default=None,
                        help="utterances in each of dev/test_seen/test_unseen (default 4%%, 2..200)")
     synth.add_argument("--hold-out", default=None, metavar="SPEAKERS",
-                       help="comma-separated speakers only test_unseen hears (default awb,ked,espeak-m5,espeak-f3)")
+                       help="comma-separated speakers only test_unseen hears (default awb,ked,espeak-m5,espeak-f3, "
+                       "and slt when heart trains)")
+    synth.add_argument("--voices", default="debian,heart", metavar="NAMES",
+                       help="comma-separated voice groups (debian, espeak, heart, joe) or speakers (default debian,heart; "
+                       "joe is opt-in: its licence is unclear)")
+    synth.add_argument("--hours", type=float, default=None,
+                       help="size in hours instead of --utterances (estimated at 3.3 s per utterance)")
+    synth.add_argument("--speakers-per-voice", type=int, default=1,
+                       help="apparent speakers per voice: the voice and N-1 WORLD transforms of it (default 1)")
+    synth.add_argument("--transformed-share", type=float, default=None,
+                       help="share of utterances spoken by transformed speakers (default (N-1)/N)")
+    synth.add_argument("--channels", action="store_true",
+                       help="rooms, babble, noise at 5-30 dB SNR, band limits and codecs (G.722, Opus, MP3, mu-law)")
+    synth.add_argument("--speed-perturb", default="", metavar="FACTORS",
+                       help="extra training copies at these speeds, e.g. 0.9,1.1")
     synth.set_defaults(handler=_data_synth)
 
     human = actions.add_parser("human", help="the human test set (Asterisk prompts, Debian packages)")
@@ -311,12 +348,20 @@ def _data_synth(args: argparse.Namespace) -> int:
     import time
 
     from echoasr.data.synth import build_corpus
-    from echoasr.data.synth.voices import DEFAULT_HELD_OUT
+    from echoasr.data.synth.corpus import utterances_for_hours
 
-    held_out = DEFAULT_HELD_OUT if args.hold_out is None else [s for s in args.hold_out.split(",") if s]
+    held_out = None if args.hold_out is None else [s for s in args.hold_out.split(",") if s]
+    try:
+        speed_perturb = [float(f) for f in args.speed_perturb.split(",") if f]
+    except ValueError:
+        raise EchoError(f"--speed-perturb takes comma-separated numbers, not {args.speed_perturb!r}") from None
+    utterances = utterances_for_hours(args.hours) if args.hours is not None else args.utterances
     start = time.monotonic()
-    summary = build_corpus(args.out, args.utterances, seed=args.seed, workers=args.workers,
-                           eval_size=args.eval_size, held_out=held_out)
+    summary = build_corpus(args.out, utterances, seed=args.seed, workers=args.workers,
+                           eval_size=args.eval_size, held_out=held_out,
+                           voices=[v for v in args.voices.split(",") if v], speakers_per_voice=args.speakers_per_voice,
+                           transformed_share=args.transformed_share, channels=args.channels,
+                           speed_perturb=[f for f in speed_perturb if f != 1.0])
     for split, counts in summary["splits"].items():
         print(f"{split:12s} {counts['utterances']:6d} utterances {counts['hours']:7.2f} h "
               f"{len(counts['speakers'])} speakers")

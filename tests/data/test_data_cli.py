@@ -16,6 +16,12 @@ def test_data_info_and_tokenizer(tmp_path, tone, capsys):
 def test_user_mistakes_are_one_line_errors(tmp_path, capsys):
     assert main(["data", "synth", "--out", str(tmp_path / "c"), "--utterances", "20", "--hold-out", "zed"]) == 2
     assert capsys.readouterr().err.startswith("echoasr: error: unknown speaker(s) to hold out: zed")
+    assert main(["data", "synth", "--out", str(tmp_path / "c"), "--voices", "debian,nobody"]) == 2
+    assert capsys.readouterr().err.startswith("echoasr: error: unknown voice 'nobody'")
+    assert main(["data", "synth", "--out", str(tmp_path / "c"), "--speed-perturb", "0.9,fast"]) == 2
+    assert "--speed-perturb takes comma-separated numbers" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--mix", "a:0.8,b:0.5"]) == 2
+    assert "mix shares" in capsys.readouterr().err
     (tmp_path / "m.tsv").write_text("path\ttext\nnone.wav\thi\n")
     assert main(["data", "info", str(tmp_path / "m.tsv")]) == 2
     assert "no usable utterances" in capsys.readouterr().err

@@ -32,7 +32,7 @@ def test_items_without_labels_give_no_labels():
     assert "labels" not in SpeechCollator()([item(12), item(20)])
 
 
-def test_spec_augment_masks_only_mel_inside_lengths():
+def test_spec_augment_masks_inside_lengths():
     torch.manual_seed(0)
     items = [item(200, [5, 2], 0), item(120, [6, 2], 1)]
     plain = SpeechCollator()(items)
@@ -40,14 +40,35 @@ def test_spec_augment_masks_only_mel_inside_lengths():
     changed = augmented["features"]["mel"] != plain["features"]["mel"]
     assert changed.any()
     assert not changed[1, :, 120:].any()  # padding untouched
-    for name in ("f0", "voiced"):
-        assert torch.equal(augmented["features"][name], plain["features"][name])
+    # f0 and voiced are masked (set unvoiced) in exactly mel's whole-frame (time) masks
+    for row, length in enumerate((200, 120)):
+        time_masked = changed[row].all(0)
+        for name in ("f0", "voiced"):
+            stream, original = augmented["features"][name][row], plain["features"][name][row]
+            assert not stream[time_masked].any()
+            assert torch.equal(stream[~time_masked], original[~time_masked])
     # masked cells hold the utterance's mean log-mel
     mean = plain["features"]["mel"][0, :, :200].mean()
     assert torch.allclose(augmented["features"]["mel"][0][changed[0]], mean.expand(int(changed[0].sum())), atol=1e-5)
     # time masks are bounded by the widths: at most 2 x 30 whole frames masked
     whole_frames = changed[0].all(0).sum()
     assert whole_frames <= 60
+
+
+def test_time_masks_cover_every_stream_in_the_same_frames():
+    """A mel time mask hides the pitch of the same frames: f0 and voiced become 0 there and only there."""
+    generator = torch.Generator().manual_seed(3)
+    frames = 300
+    f0 = torch.full((1, frames), 140.0)
+    features = {"mel": torch.randn(1, 80, frames) + 5, "f0": f0.clone(), "voiced": torch.ones(1, frames),
+                "harmonic": torch.randn(1, 20, frames) + 2}
+    original = {name: tensor.clone() for name, tensor in features.items()}
+    SpecAugment(time_masks=3, time_width=40, time_ratio=0.2, freq_masks=0).mask_streams(
+        features, torch.tensor([frames]), generator)
+    time_masked = (features["mel"] != original["mel"]).all(1)[0]  # (T,)
+    assert 0 < int(time_masked.sum()) <= 120
+    assert torch.equal(features["voiced"][0] == 0, time_masked) and torch.equal(features["f0"][0] == 0, time_masked)
+    assert torch.equal((features["harmonic"] != original["harmonic"]).all(1)[0], time_masked)
 
 
 def test_evaluation_collator_is_deterministic():

