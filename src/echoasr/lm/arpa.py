@@ -44,18 +44,15 @@ def pocketsphinx_lm_path() -> Path:
     return path
 
 
-def rescale_arpa_line(line: str, scale: float) -> str:
-    """An n-gram line ``logprob<TAB>words[<TAB>backoff]`` with both numbers divided by ``scale``;
-    any other line (header, counts, section names) unchanged."""
-    fields = line.rstrip("\n").split("\t")
-    if len(fields) not in (2, 3):
-        return line
-    try:
-        numbers = [float(fields[0])] + ([float(fields[2])] if len(fields) == 3 else [])
-    except ValueError:
-        return line
+def arpa_line(line: str, order: int, scale: float = 1.0, backoff: bool = True) -> str:
+    """An n-gram line in the standard layout ``logprob<TAB>w1 w2<TAB>backoff`` from any whitespace
+    layout (pocketsphinx separates the words with tabs), the numbers divided by ``scale``."""
+    fields = line.split()
+    if len(fields) < order + 1:
+        raise ValueError(f"not a {order}-gram line: {line!r}")
+    numbers = [float(fields[0])] + ([float(fields[order + 1])] if backoff and len(fields) > order + 1 else [])
     scaled = [f"{value / scale:.6g}" for value in numbers]
-    return "\t".join([scaled[0], fields[1], *scaled[1:]]) + "\n"
+    return "\t".join([scaled[0], " ".join(fields[1 : order + 1]), *scaled[1:]]) + "\n"
 
 
 def convert_pocketsphinx(out: str | os.PathLike | None = None, source: str | os.PathLike | None = None) -> Path:
@@ -88,8 +85,7 @@ def convert_pocketsphinx(out: str | os.PathLike | None = None, source: str | os.
                 written.write(f"\n\\{order}-grams:\n")
                 highest = order == orders[-1]
                 for line in sections[order]:
-                    fields = rescale_arpa_line(line, scale).rstrip("\n").split("\t")
-                    written.write("\t".join(fields[:2] if highest else fields) + "\n")
+                    written.write(arpa_line(line, order, scale, backoff=not highest))
             written.write("\n\\end\\\n")
     log.info("wrote %s (%s)", target, ", ".join(f"{len(sections[o])} {o}-grams" for o in orders))
     return target
@@ -119,9 +115,8 @@ def _read_sections(path: Path) -> dict[int, list[str]]:
                 sections[current] = []
             elif stripped.startswith("\\"):
                 current = None
-            elif current is not None and stripped and line.endswith("\n"):
-                if len(line.split("\t")) >= 2:
-                    sections[current].append(line)
+            elif current is not None and stripped and line.endswith("\n") and len(line.split()) > current:
+                sections[current].append(line)
     return sections
 
 

@@ -1,0 +1,141 @@
+"""The CTC + word LM beam search against a brute-force scorer on a tiny vocabulary."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flashlight.lib.text.decoder")
+
+from echoasr.lm.decoding import (BLANK_ID, CTCLMDecoder, LMOptions, collapse, ctc_align, word_separator,  # noqa: E402
+                                  word_timings)
+from echoasr.text.tokenizers import BASE_ALPHABET, CharTokenizer  # noqa: E402
+
+# A bigram model over four words whose spellings overlap, so the LM decides between them.
+UNIGRAMS = {"<s>": (-99.0, -0.3), "</s>": (-0.7, 0.0), "<unk>": (-3.0, 0.0),
+            "a": (-1.2, -0.1), "ana": (-0.9, -0.2), "an": (-1.0, -0.25), "na": (-1.1, -0.15), "nan": (-1.3, -0.1)}
+BIGRAMS = {("<s>", "ana"): -0.4, ("ana", "nan"): -0.3, ("an", "</s>"): -0.2, ("na", "na"): -0.5, ("nan", "</s>"): -0.25}
+WORDS = ["ana", "an", "na", "nan", "a"]
+
+
+def write_arpa(path):
+    lines = ["\\data\\", f"ngram 1={len(UNIGRAMS)}", f"ngram 2={len(BIGRAMS)}", "", "\\1-grams:"]
+    lines += [f"{p}\t{w}\t{b}" for w, (p, b) in UNIGRAMS.items()]
+    lines += ["", "\\2-grams:"] + [f"{p}\t{v} {w}" for (v, w), p in BIGRAMS.items()] + ["", "\\end\\", ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def lm_log10(words):
+    """Sentence log10 probability with <s> and </s> under the back-off bigram model."""
+    total, previous = 0.0, "<s>"
+    for word in [*words, "</s>"]:
+        total += BIGRAMS.get((previous, word), UNIGRAMS[previous][1] + UNIGRAMS[word][0]) if (previous, word) not in BIGRAMS else BIGRAMS[(previous, word)]
+        previous = word
+    return total
+
+
+def viterbi(log_probs, tokens, one_frame=()):
+    """Best CTC alignment score of a token sequence (max over paths); the tokens at positions
+    ``one_frame`` take exactly one frame (flashlight's lexicon decoder moves to the next word as
+    soon as a word's last token is emitted, so that token cannot stretch)."""
+    if not tokens:
+        return float(log_probs[:, BLANK_ID].sum())
+    states = [BLANK_ID]
+    for token in tokens:
+        states += [token, BLANK_ID]
+    stretch = np.ones(len(states), dtype=bool)
+    for position in one_frame:
+        stretch[2 * position + 1] = False
+    labels = np.array(states)
+    skip = np.zeros(len(states), dtype=bool)
+    skip[2:] = (labels[2:] != BLANK_ID) & (labels[2:] != labels[:-2])
+    score = np.full(len(states), -np.inf)
+    score[:2] = log_probs[0, states[:2]]
+    for t in range(1, log_probs.shape[0]):
+        previous = np.concatenate([[-np.inf], score[:-1]])
+        jump = np.where(skip, np.concatenate([[-np.inf, -np.inf], score[:-2]]), -np.inf)
+        score = np.maximum.reduce([np.where(stretch, score, -np.inf), previous, jump]) + log_probs[t, states]
+    return max(score[-1], score[-2])
+
+
+@pytest.fixture
+def tokenizer():
+    return CharTokenizer(sorted(BASE_ALPHABET))
+
+
+def emissions(tokenizer, seed, frames=9):
+    rng = np.random.default_rng(seed)
+    used = [BLANK_ID] + tokenizer.encode("a n")  # blank, a, space, n
+    logits = np.full((frames, tokenizer.vocab_size), -30.0)
+    logits[:, used] = rng.normal(0, 2.0, (frames, len(used)))
+    return (logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)).astype(np.float32)
+
+
+def brute_force(log_probs, tokenizer, lm_weight, bonus):
+    space = word_separator(tokenizer)
+    best = (-math.inf, None)
+    for count in range(4):
+        for words in itertools.product(WORDS, repeat=count):
+            lm = lm_log10(words)
+            # flashlight may put 0, 1 or 2 separators (spaces) before, between and after words
+            for gaps in itertools.product(range(3), repeat=count + 1):
+                tokens, word_ends = [space] * gaps[0], []
+                for word, gap in zip(words, gaps[1:]):
+                    tokens += tokenizer.encode(word)
+                    word_ends.append(len(tokens) - 1)
+                    tokens += [space] * gap
+                total = viterbi(log_probs, tokens, word_ends) + lm_weight * lm + bonus * count
+                if total > best[0]:
+                    best = (total, " ".join(words))
+    return best
+
+
+@pytest.mark.parametrize("seed,lm_weight,bonus", [(0, 0.5, 0.0), (1, 1.0, 1.0), (2, 2.0, -0.5), (3, 0.8, 2.0)])
+def test_decoder_finds_the_brute_force_best(tmp_path, tokenizer, seed, lm_weight, bonus):
+    options = LMOptions(lm_weight=lm_weight, word_bonus=bonus, beam=500, beam_tokens=40, beam_threshold=1e4, nbest=5)
+    decoder = CTCLMDecoder(write_arpa(tmp_path / "lm.arpa"), tokenizer, options)
+    log_probs = emissions(tokenizer, seed)
+    best_score, best_text = brute_force(log_probs, tokenizer, lm_weight, bonus)
+    hypotheses = decoder.decode(log_probs)
+    assert hypotheses[0].text == best_text
+    assert hypotheses[0].score == pytest.approx(best_score, abs=1e-3)
+    words = hypotheses[0].text.split()
+    assert hypotheses[0].lm_score == pytest.approx(lm_log10(words), abs=1e-4)
+
+
+def test_the_lm_changes_the_answer(tmp_path, tokenizer):
+    """With the LM weight at 0 the decoder follows the acoustics; a strong LM overrides them."""
+    log_probs = emissions(tokenizer, 5)
+    decoder = CTCLMDecoder(write_arpa(tmp_path / "lm.arpa"), tokenizer,
+                           LMOptions(lm_weight=0.0, beam=500, beam_tokens=40, beam_threshold=1e4))
+    texts = set()
+    for weight in (0.0, 20.0):
+        decoder.set_weights(weight, 0.0)
+        best = decoder.decode(log_probs)[0]
+        assert best.text == brute_force(log_probs, tokenizer, weight, 0.0)[1]
+        texts.add(best.text)
+    assert len(texts) == 2
+
+
+def test_collapse_and_alignment(tokenizer):
+    assert collapse([0, 5, 5, 0, 5, 7, 7, 0]) == ([5, 5, 7], [1, 4, 5])
+    # a path with clear peaks: the Viterbi alignment finds their frames
+    tokens = tokenizer.encode("na")
+    log_probs = np.full((6, tokenizer.vocab_size), -20.0, dtype=np.float32)
+    log_probs[:, BLANK_ID] = -0.01
+    log_probs[1, tokens[0]] = log_probs[4, tokens[1]] = -0.01
+    log_probs[1, BLANK_ID] = log_probs[4, BLANK_ID] = -20.0
+    assert ctc_align(log_probs, tokens) == [1, 4]
+
+
+def test_word_timings(tokenizer):
+    from echoasr.lm.decoding import Hypothesis
+
+    tokens = tokenizer.encode("an na")
+    frames = [2, 3, 5, 7, 9]
+    log_probs = np.full((12, tokenizer.vocab_size), math.log(0.5), dtype=np.float32)
+    words = word_timings(Hypothesis("an na", tokens, frames, 0.0), log_probs, tokenizer, frame_seconds=0.04)
+    assert [(w.word, w.start, w.end) for w in words] == [("an", 0.08, 0.16), ("na", 0.28, 0.4)]
+    assert all(w.confidence == pytest.approx(0.5) for w in words)
