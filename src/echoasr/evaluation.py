@@ -65,16 +65,24 @@ def score(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, Any
 
 def decode_dataset(model, processor, dataset, *, beams: int = 1, ctc_weight: float | None = None,
                    ctc_greedy: bool = False, batch_frames: int = DEFAULT_BATCH_FRAMES, bf16: bool = False,
-                   progress: bool = True, **generate_options) -> list[str]:
-    """Hypotheses (text) for every item of a :class:`~echoasr.data.featurize.SpeechDataset`, in order."""
+                   progress: bool = True, decoding=None) -> list[str]:
+    """Hypotheses (text) for every item of a :class:`~echoasr.data.featurize.SpeechDataset`, in order:
+    the CTC best path (``ctc_greedy``), or :func:`echoasr.decoding.decode_transcripts` with the
+    :class:`~echoasr.decoding.DecodingOptions` ``decoding`` (default: ``beams`` and ``ctc_weight``,
+    no LM, hallucination guard on)."""
     import torch
     from tqdm import tqdm
 
     from echoasr.data.collate import FrameBatchSampler
+    from echoasr.decoding import DecodingOptions, decode_transcripts
 
+    if not ctc_greedy:
+        options = decoding or DecodingOptions(beams=beams, ctc_weight=ctc_weight)
+        transcripts = decode_transcripts(model, processor, dataset, options, batch_frames=batch_frames, bf16=bf16,
+                                         progress=progress)
+        return [t.text for t in transcripts]
     device = next(model.parameters()).device
-    frames = max(1, batch_frames // max(1, beams))
-    sampler = FrameBatchSampler(dataset.lengths, frames, shuffle=False, max_items=64)
+    sampler = FrameBatchSampler(dataset.lengths, batch_frames, shuffle=False, max_items=64)
     collate = processor.collator()
     texts: list[str] = [""] * len(dataset)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
@@ -83,12 +91,7 @@ def decode_dataset(model, processor, dataset, *, beams: int = 1, ctc_weight: flo
         for indices in sampler:
             batch = collate([{"features": dataset.features[i]} for i in indices])
             features = {name: tensor.to(device) for name, tensor in batch["features"].items()}
-            lengths = batch["feature_lengths"].to(device)
-            if ctc_greedy:
-                ids = model.ctc_greedy_decode(features, lengths)
-            else:
-                ids = model.generate(features=features, feature_lengths=lengths, num_beams=beams,
-                                     ctc_weight=ctc_weight, **generate_options)
+            ids = model.ctc_greedy_decode(features, batch["feature_lengths"].to(device))
             for index, row in zip(indices, ids.tolist(), strict=True):
                 texts[index] = processor.decode(row)
             bar.update(len(indices))
@@ -110,10 +113,12 @@ def evaluate(
     out: str | os.PathLike | None = None,
     threads: int | None = None,
     progress: bool = True,
+    lm: str | None = None,
 ) -> dict[str, Any]:
     """Decode ``data`` (manifest or dataset folder + ``split``) with the model at ``model_path``
     and score it; writes per-utterance hypotheses (TSV) to ``out`` (default
-    ``<model>/eval/<data name>.tsv``) and returns the metrics."""
+    ``<model>/eval/<data name>.tsv``) and returns the metrics. ``lm``: an ARPA file, ``"none"``,
+    ``"default"``, or None for the LM saved with the model (see :func:`echoasr.decoding.resolve_options`)."""
     import torch
 
     from echoasr.data import load_dataset_any
@@ -122,18 +127,20 @@ def evaluate(
 
     with torch_threads(threads):
         return _evaluate(model_path, data, split, beams, ctc_weight, ctc_greedy, batch_frames, bf16, workers,
-                         cache_dir, out, progress)
+                         cache_dir, out, progress, lm)
 
 
 def _evaluate(model_path, data, split, beams, ctc_weight, ctc_greedy, batch_frames, bf16, workers, cache_dir, out,
-              progress) -> dict[str, Any]:
+              progress, lm=None) -> dict[str, Any]:
     import torch
 
     from echoasr.data import load_dataset_any
     from echoasr.data.featurize import SpeechDataset, extract_features
+    from echoasr.decoding import options_summary, resolve_options
     from echoasr.processor import load_pretrained, resolve_model_dir
 
     model, processor = load_pretrained(model_path)
+    decoding = None if ctc_greedy else resolve_options(model_path, lm, beams=beams, ctc_weight=ctc_weight)
     utterances = load_dataset_any(data, split=split, max_duration=processor.max_duration)
     start = time.perf_counter()
     arrays, failures = extract_features(utterances, processor.features, processor.settings, cache_dir=cache_dir,
@@ -145,7 +152,7 @@ def _evaluate(model_path, data, split, beams, ctc_weight, ctc_greedy, batch_fram
     feature_seconds = time.perf_counter() - start
     start = time.perf_counter()
     hypotheses = decode_dataset(model, processor, dataset, beams=beams, ctc_weight=ctc_weight, ctc_greedy=ctc_greedy,
-                                batch_frames=batch_frames, bf16=bf16, progress=progress)
+                                batch_frames=batch_frames, bf16=bf16, progress=progress, decoding=decoding)
     decode_seconds = time.perf_counter() - start
 
     references = [u.text for u, _ in kept]
@@ -154,7 +161,9 @@ def _evaluate(model_path, data, split, beams, ctc_weight, ctc_greedy, batch_fram
     name = Path(data).stem if split is None else f"{Path(data).name}-{split}"
     target = Path(out) if out else resolve_model_dir(model_path) / "eval" / f"{name}.tsv"
     write_hypotheses(target, [u for u, _ in kept], references, hypotheses)
-    decoding = "ctc-greedy" if ctc_greedy else ("attention" if model.ctc_head is None or ctc_weight == 0 else "joint")
+    method = "ctc-greedy" if ctc_greedy else ("attention" if model.ctc_head is None or ctc_weight == 0 else "joint")
+    if decoding is not None and decoding.lm is not None:
+        method = f"ctc+lm, attention rescoring {decoding.rescore_weight:g}"
     return {
         **metrics,
         "utterances": len(kept),
@@ -164,7 +173,9 @@ def _evaluate(model_path, data, split, beams, ctc_weight, ctc_greedy, batch_fram
         "rtf_decode": decode_seconds / audio_seconds,
         "feature_seconds": round(feature_seconds, 2),
         "decode_seconds": round(decode_seconds, 2),
-        "decoding": decoding,
+        "decoding": method,
+        "lm": None if decoding is None else options_summary(decoding).get("lm"),
+        "lm_options": None if decoding is None or decoding.lm is None else options_summary(decoding),
         "beams": 1 if ctc_greedy else beams,
         "bf16": bf16,
         "threads": torch.get_num_threads(),
