@@ -151,3 +151,62 @@ def test_text_format_and_long_cues():
         assert len(text) <= 42 and end - start <= 5.0 + 1e-9
     assert " ".join(text for _, _, text in cues(words)) == " ".join(w.word for w in words)
     assert math.isclose(cues(words)[0][0], 0.0)
+
+
+LM_TEXT = """\\data\\
+ngram 1=7
+ngram 2=1
+
+\\1-grams:
+-1.0\t<s>\t-0.3
+-0.6\t</s>
+-2.0\t<unk>
+-0.7\tthe\t-0.2
+-0.9\tcat\t-0.2
+-1.0\tsat\t-0.2
+-1.2\tcot\t-0.2
+
+\\2-grams:
+-0.1\t<s> the
+
+\\end\\
+"""
+
+
+def test_lm_decoding_spells_lexicon_words_with_times(babbler, monkeypatch, tmp_path):
+    """The CTC head hears "the c?t sat" with the vowel of the middle word unclear (a 'k' slightly
+    ahead of 'c', 'a' and 'o' tied): the lexicon and LM make it "the cat sat", with word times
+    from the frames of the letters."""
+    pytest.importorskip("flashlight.lib.text.decoder")
+    model, processor = babbler
+    tokenizer = processor.tokenizer
+    (tmp_path / "lm.arpa").write_text(LM_TEXT)
+    space = processor.tokenizer.characters.index(" ") + 4
+
+    def spoken(encoder):
+        log_probs = torch.full((1, encoder.hidden.shape[1], tokenizer.vocab_size), -20.0)
+        log_probs[:, :, PAD_ID] = 0.0
+        for frame, char in enumerate("th.e. ..c.a.t. s.a.t"):
+            if char == ".":
+                continue
+            token = space if char == " " else tokenizer.encode(char)[0]
+            log_probs[0, frame + 2, PAD_ID] = -20.0
+            log_probs[0, frame + 2, token] = math.log(0.5) if char in "ac" else 0.0
+            if char == "a" and frame < 12:  # the middle word's vowel: 'a' or 'o'
+                log_probs[0, frame + 2, tokenizer.encode("o")[0]] = math.log(0.5)
+            if char == "c":
+                log_probs[0, frame + 2, tokenizer.encode("k")[0]] = math.log(0.5) + 0.1
+        return torch.log_softmax(log_probs, -1)
+
+    monkeypatch.setattr(model, "ctc_log_probs", spoken)
+    result = decode(model, processor, sounds()["tone"], lm=str(tmp_path / "lm.arpa"), lm_weight=1.0, rescore_weight=0.0)
+    assert result.text == "the cat sat"
+    assert [n[0] for n in result.nbest][:2] == ["the cat sat", "the cot sat"]
+    scores = [n[1] for n in result.nbest]
+    assert scores == sorted(scores, reverse=True)
+    # letters at frames 2,3,5 / 10,12,14 / 17,19,21 of 40 ms
+    assert [(w.word, w.start, w.end) for w in result.words] == [
+        ("the", 0.08, 0.24), ("cat", 0.4, 0.6), ("sat", 0.68, 0.88)]
+    # geometric mean of about 0.48 (c), 0.5 (a) and 1 (t)
+    assert result.words[0].confidence == pytest.approx(1.0, abs=1e-3)
+    assert result.words[1].confidence == pytest.approx((0.475 * 0.5) ** (1 / 3), abs=0.01)

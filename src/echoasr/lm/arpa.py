@@ -172,8 +172,8 @@ def build_lm(texts: Sequence[str | os.PathLike], out: str | os.PathLike, order: 
     tool = shutil.which("tlm") or (str(IRSTLM_BIN / "tlm") if (IRSTLM_BIN / "tlm").is_file() else None)
     if tool is None:
         raise EchoError("IRSTLM is not installed (scripts/install-system-deps installs the irstlm package)")
-    if order < 1:
-        raise EchoError(f"the order must be at least 1 (got {order})")
+    if order < 2:  # KenLM loads bigram models and up
+        raise EchoError(f"the order must be at least 2 (got {order})")
     out = Path(out)
     with tempfile.TemporaryDirectory() as scratch:
         corpus = Path(scratch) / "corpus.txt"

@@ -108,11 +108,12 @@ class CTCLMDecoder:
         self.lm_path = Path(lm_path)
         self.words = Dictionary()
         spellings = []
-        for word, _ in read_unigrams(lm_path):
+        vocabulary = [word for word, _ in read_unigrams(lm_path)]
+        for word in vocabulary:
             self.words.add_entry(word)
             if word not in SENTENCE_MARKERS and (ids := spell(word, tokenizer)) is not None:
                 spellings.append((word, ids))
-        if "<unk>" not in (w for w, _ in read_unigrams(lm_path)):
+        if "<unk>" not in vocabulary:
             self.words.add_entry("<unk>")  # flashlight needs one
         if not spellings:
             raise EchoError("no word of the language model can be spelt with the model's tokens", lm_path)
@@ -157,7 +158,7 @@ class CTCLMDecoder:
         results = self._decoder.decode(emissions.ctypes.data, frames, vocab)
         hypotheses = []
         for result in results[: self.options.nbest]:
-            path = list(result.tokens)[:frames]
+            path = list(result.tokens)[1 : frames + 1]  # flashlight adds a silence before and after
             tokens, token_frames = collapse(path)
             words = [self.words.get_entry(i) for i in result.words if i >= 0]
             hypotheses.append(Hypothesis(
