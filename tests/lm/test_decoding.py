@@ -8,8 +8,8 @@ import pytest
 
 pytest.importorskip("flashlight.lib.text.decoder")
 
-from echoasr.lm.decoding import (BLANK_ID, CTCLMDecoder, LMOptions, collapse, ctc_align, word_separator,  # noqa: E402
-                                  word_timings)
+from echoasr.lm.decoding import (BLANK_ID, CTCLMDecoder, LMOptions, collapse, ctc_align, token_pieces,  # noqa: E402
+                                  word_separator, word_timings)
 from echoasr.text.tokenizers import BASE_ALPHABET, CharTokenizer  # noqa: E402
 
 # A bigram model over four words whose spellings overlap, so the LM decides between them.
@@ -139,3 +139,28 @@ def test_word_timings(tokenizer):
     words = word_timings(Hypothesis("an na", tokens, frames, 0.0), log_probs, tokenizer, frame_seconds=0.04)
     assert [(w.word, w.start, w.end) for w in words] == [("an", 0.08, 0.16), ("na", 0.28, 0.4)]
     assert all(w.confidence == pytest.approx(0.5) for w in words)
+
+
+def test_sentencepiece_model(tmp_path):
+    """Subword models mark word starts in their pieces: the words come out whole, with times."""
+    from echoasr.text.tokenizers import SentencePieceTokenizer
+
+    tokenizer = SentencePieceTokenizer.train(["the cat sat", "a cat sat on the mat", "the dog ran", "cats and dogs"] * 5,
+                                             vocab_size=23)
+    arpa = tmp_path / "lm.arpa"
+    arpa.write_text("\\data\\\nngram 1=6\nngram 2=1\n\n\\1-grams:\n-1\t<s>\t-0.3\n-0.6\t</s>\n-2\t<unk>\n"
+                    "-0.7\tthe\t-0.2\n-0.9\tcat\t-0.2\n-1\tsat\t-0.2\n\n\\2-grams:\n-0.1\t<s> the\n\n\\end\\\n")
+    ids = tokenizer.encode("the cat sat")
+    assert len(ids) > 3  # "the" is spelt in several pieces
+    log_probs = np.full((3 * len(ids) + 2, tokenizer.vocab_size), -20.0)
+    log_probs[:, BLANK_ID] = 0.0
+    for k, token in enumerate(ids):
+        log_probs[2 + 3 * k, BLANK_ID], log_probs[2 + 3 * k, token] = -20.0, 0.0
+    log_probs = (log_probs - np.logaddexp.reduce(log_probs, axis=1, keepdims=True)).astype(np.float32)
+    best = CTCLMDecoder(arpa, tokenizer, LMOptions()).decode(log_probs)[0]
+    assert best.text == "the cat sat"
+    words = word_timings(best, log_probs, tokenizer, 0.04)
+    pieces = token_pieces(tokenizer)
+    starts = [2 + 3 * k for k, token in enumerate(ids) if pieces[token].startswith("\u2581")]
+    assert [w.word for w in words] == ["the", "cat", "sat"]
+    assert [round(w.start / 0.04) for w in words] == starts
