@@ -23,7 +23,6 @@ import numpy as np
 
 from echoasr.errors import EchoError
 from echoasr.lm.arpa import SENTENCE_MARKERS, read_unigrams
-from echoasr.text import normalize
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +83,10 @@ def word_separator(tokenizer) -> int:
 
 def spell(word: str, tokenizer) -> list[int] | None:
     """``word`` in the model's tokens, or None when the model cannot write it as one word."""
-    if not word or normalize(word) != word or " " in word:
+    if not word or " " in word:
         return None
-    ids = tokenizer.encode(word)
-    if not ids or any(i <= 3 for i in ids):  # specials and unknowns
+    ids = tokenizer.encode(word)  # normalises: the word must come back unchanged
+    if not ids or any(i <= 3 for i in ids) or tokenizer.decode(ids) != word:  # specials and unknowns
         return None
     return ids
 
