@@ -251,6 +251,8 @@ def _add_lm_commands(commands: argparse._SubParsersAction) -> None:
     build.add_argument("text", nargs="+", metavar="TEXT", help="text files, one sentence a line")
     build.add_argument("--order", type=int, default=3)
     build.add_argument("--out", required=True, metavar="LM.arpa")
+    build.add_argument("--characters", action="store_true",
+                       help="a character LM ('|' between words) for lexicon-free decoding of any word")
     build.set_defaults(handler=_lm_build)
     default = actions.add_parser("default", help="the general English model (pocketsphinx's, as ARPA)")
     default.add_argument("--out", default=None, metavar="LM.arpa", help="default: the cache ($ECHOASR_CACHE)")
@@ -269,8 +271,8 @@ def _add_lm_commands(commands: argparse._SubParsersAction) -> None:
 def _lm_build(args: argparse.Namespace) -> int:
     from echoasr.lm.arpa import build_lm, vocabulary
 
-    path = build_lm(args.text, args.out, order=args.order)
-    print(f"{path}: order {args.order}, {len(vocabulary(path))} words")
+    path = build_lm(args.text, args.out, order=args.order, characters=args.characters)
+    print(f"{path}: order {args.order}, {len(vocabulary(path))} {'characters' if args.characters else 'words'}")
     return 0
 
 

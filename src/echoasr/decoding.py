@@ -120,9 +120,9 @@ class SpeechDecoder:
         if options.lm is not None:
             if not self.has_ctc:
                 raise EchoError("LM decoding needs a model with a CTC head")
-            from echoasr.lm.decoding import CTCLMDecoder
+            from echoasr.lm.decoding import make_decoder
 
-            self.lm_decoder = CTCLMDecoder(options.lm, processor.tokenizer, LMOptions(
+            self.lm_decoder = make_decoder(options.lm, processor.tokenizer, LMOptions(
                 lm_weight=options.lm_weight, word_bonus=options.word_bonus, beam=options.lm_beam, nbest=options.nbest))
 
     def set_lm_weights(self, lm_weight: float, word_bonus: float) -> None:

@@ -164,3 +164,33 @@ def test_sentencepiece_model(tmp_path):
     starts = [2 + 3 * k for k, token in enumerate(ids) if pieces[token].startswith("\u2581")]
     assert [w.word for w in words] == ["the", "cat", "sat"]
     assert [round(w.start / 0.04) for w in words] == starts
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("/usr/lib/irstlm/bin/tlm").exists(), reason="IRSTLM is missing")
+def test_character_lm_is_lexicon_free(tmp_path, tokenizer):
+    """A character LM decodes without a lexicon: it writes a word it never saw ("zat") and settles
+    an ambiguous letter the way its text does ("cat", not "cot")."""
+    from echoasr.lm.arpa import build_lm
+    from echoasr.lm.decoding import CTCCharLMDecoder, make_decoder
+
+    text = tmp_path / "text.txt"
+    text.write_text("the cat sat\nthe cat ran\na cat and a hat\n" * 3)
+    lm = build_lm([text], tmp_path / "chars.arpa", order=4, characters=True)
+    decoder = make_decoder(lm, tokenizer, LMOptions(lm_weight=0.5))
+    assert isinstance(decoder, CTCCharLMDecoder)
+    spoken = "cat zat"
+    log_probs = np.full((3 * len(spoken) + 2, tokenizer.vocab_size), -20.0)
+    log_probs[:, BLANK_ID] = 0.0
+    for k, char in enumerate(spoken):
+        frame = 1 + 3 * k
+        token = word_separator(tokenizer) if char == " " else tokenizer.encode(char)[0]
+        log_probs[frame, BLANK_ID], log_probs[frame, token] = -20.0, 0.0
+        if char == "a" and k == 1:  # 'a' or 'o': the acoustics cannot tell
+            log_probs[frame, tokenizer.encode("o")[0]] = 0.0
+    log_probs = (log_probs - np.logaddexp.reduce(log_probs, axis=1, keepdims=True)).astype(np.float32)
+    hypotheses = decoder.decode(log_probs)
+    assert hypotheses[0].text == "cat zat"
+    assert "cot zat" in [h.text for h in hypotheses[1:]]
+    decoder.set_weights(0.0, 0.0)  # without the LM the tie stays a tie: both spellings score the same
+    tied = decoder.decode(log_probs)
+    assert tied[0].score == pytest.approx(tied[1].score, abs=1e-4)

@@ -27,6 +27,7 @@ POCKETSPHINX_SCALE = 512.0
 SENTENCE_MARKERS = ("<s>", "</s>", "<unk>")
 DEFAULT_NAME = "en-us-pocketsphinx.arpa"
 IRSTLM_BIN = Path("/usr/lib/irstlm/bin")
+CHARACTER_SEPARATOR = "|"  # the space between words in a character LM
 
 
 def cache_dir() -> Path:
@@ -156,6 +157,11 @@ def read_unigrams(path: str | os.PathLike) -> Iterator[tuple[str, float]]:
         raise EchoError("not an ARPA language model", path) from None
 
 
+def is_character_lm(words: Sequence[str]) -> bool:
+    """Whether a vocabulary (without sentence markers) is that of a character LM."""
+    return all(len(word) == 1 for word in words)
+
+
 def vocabulary(path: str | os.PathLike) -> list[str]:
     """The words of an ARPA model, without the sentence markers."""
     words = [word for word, _ in read_unigrams(path) if word not in SENTENCE_MARKERS]
@@ -164,9 +170,12 @@ def vocabulary(path: str | os.PathLike) -> list[str]:
     return words
 
 
-def build_lm(texts: Sequence[str | os.PathLike], out: str | os.PathLike, order: int = 3) -> Path:
+def build_lm(texts: Sequence[str | os.PathLike], out: str | os.PathLike, order: int = 3,
+             characters: bool = False) -> Path:
     """An ARPA model of ``order`` from text files (one sentence a line, normalised like transcripts)
-    estimated by IRSTLM's ``tlm`` with modified shift-beta smoothing (a Kneser-Ney variant)."""
+    estimated by IRSTLM's ``tlm`` with modified shift-beta smoothing (a Kneser-Ney variant). With
+    ``characters`` its units are characters, ``|`` between words (for lexicon-free decoding), and
+    the smoothing Witten-Bell."""
     from echoasr.text import normalize
 
     tool = shutil.which("tlm") or (str(IRSTLM_BIN / "tlm") if (IRSTLM_BIN / "tlm").is_file() else None)
@@ -186,12 +195,16 @@ def build_lm(texts: Sequence[str | os.PathLike], out: str | os.PathLike, order: 
                     raise EchoError(f"cannot read ({error.strerror})", text) from None
                 for line in lines:
                     if normalized := normalize(line):
+                        if characters:
+                            normalized = " ".join(CHARACTER_SEPARATOR if c == " " else c for c in normalized)
                         written.write(f"<s> {normalized} </s>\n")
                         sentences += 1
         if not sentences:
             raise EchoError("no text to build a language model from", texts[0] if texts else None)
         arpa = Path(scratch) / "lm.arpa"
-        result = subprocess.run([tool, f"-tr={corpus}", f"-n={order}", "-lm=msb", f"-o={arpa}"],
+        # modified shift-beta needs singletons to estimate its discounts, which few characters are
+        smoothing = "wb" if characters else "msb"
+        result = subprocess.run([tool, f"-tr={corpus}", f"-n={order}", f"-lm={smoothing}", f"-o={arpa}"],
                                 capture_output=True, text=True)
         if result.returncode != 0 or not arpa.is_file():
             raise EchoError(f"IRSTLM tlm failed: {result.stderr.strip()[-300:]}")

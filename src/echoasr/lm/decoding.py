@@ -7,6 +7,9 @@ SentencePiece pieces): no pronunciations. A hypothesis' score is
 token (flashlight's "silence"); a SentencePiece model marks word starts inside its pieces, so its
 silence is the blank.
 
+A character LM (units: characters, ``|`` between words) is used lexicon-free instead
+(:class:`CTCCharLMDecoder`): words outside any vocabulary can then be written.
+
 The n-best come back as :class:`Hypothesis` records with the emitting frame of every token, from
 which :func:`word_timings` makes word start/end times and confidences.
 """
@@ -22,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from echoasr.errors import EchoError
-from echoasr.lm.arpa import SENTENCE_MARKERS, read_unigrams
+from echoasr.lm.arpa import CHARACTER_SEPARATOR, SENTENCE_MARKERS, is_character_lm, read_unigrams
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +168,66 @@ class CTCLMDecoder:
                 ctc_score=float(result.emittingModelScore), lm_score=float(result.lmScore),
             ))
         return hypotheses or [Hypothesis("", [], [], -math.inf)]
+
+
+class CTCCharLMDecoder:
+    """Lexicon-free CTC beam search with a character LM (``echoasr lm build --characters``): any
+    word can be written, including words no lexicon holds. Score:
+    ``log P_ctc + lm_weight * log10 P_lm(characters, | between words) + word_bonus * characters``."""
+
+    def __init__(self, lm_path: str | os.PathLike, tokenizer, options: LMOptions | None = None):
+        from flashlight.lib.text.decoder.kenlm import KenLM
+        from flashlight.lib.text.dictionary import Dictionary
+
+        if tokenizer.kind != "char":
+            raise EchoError("a character LM needs a model with a character tokenizer", lm_path)
+        self.options = options or LMOptions()
+        self.tokenizer = tokenizer
+        self.units = Dictionary()
+        for piece in token_pieces(tokenizer):  # dictionary index = token id
+            self.units.add_entry(CHARACTER_SEPARATOR if piece == " " else piece)
+        try:
+            self.lm = KenLM(str(lm_path), self.units)
+        except RuntimeError as error:
+            raise EchoError(f"cannot load the language model: {str(error)[-200:]}", lm_path) from None
+        self.separator = word_separator(tokenizer)
+        self._decoder = self._build()
+
+    def _build(self):
+        from flashlight.lib.text.decoder import CriterionType, LexiconFreeDecoder, LexiconFreeDecoderOptions
+
+        o = self.options
+        settings = LexiconFreeDecoderOptions(
+            beam_size=o.beam, beam_size_token=min(o.beam_tokens, self.tokenizer.vocab_size),
+            beam_threshold=o.beam_threshold, lm_weight=o.lm_weight, sil_score=o.word_bonus, log_add=False,
+            criterion_type=CriterionType.CTC)
+        return LexiconFreeDecoder(settings, self.lm, self.separator, BLANK_ID, [])
+
+    def set_weights(self, lm_weight: float, word_bonus: float) -> None:
+        self.options.lm_weight, self.options.word_bonus = lm_weight, word_bonus
+        self._decoder = self._build()
+
+    def decode(self, log_probs: np.ndarray) -> list[Hypothesis]:
+        emissions = np.ascontiguousarray(log_probs, dtype=np.float32)
+        frames, vocab = emissions.shape
+        if frames == 0:
+            return [Hypothesis("", [], [], 0.0)]
+        hypotheses = []
+        for result in self._decoder.decode(emissions.ctypes.data, frames, vocab)[: self.options.nbest]:
+            tokens, token_frames = collapse(list(result.tokens)[1 : frames + 1])
+            text = " ".join(self.tokenizer.decode(tokens).split())
+            hypotheses.append(Hypothesis(text, tokens, token_frames, float(result.score),
+                                         float(result.emittingModelScore), float(result.lmScore)))
+        return hypotheses or [Hypothesis("", [], [], -math.inf)]
+
+
+def make_decoder(lm_path: str | os.PathLike, tokenizer, options: LMOptions | None = None):
+    """The lexicon decoder for a word LM, the lexicon-free one for a character LM."""
+    from echoasr.lm.arpa import vocabulary
+
+    if is_character_lm(vocabulary(lm_path)):
+        return CTCCharLMDecoder(lm_path, tokenizer, options)
+    return CTCLMDecoder(lm_path, tokenizer, options)
 
 
 def collapse(path: list[int], blank: int = BLANK_ID) -> tuple[list[int], list[int]]:
