@@ -173,7 +173,8 @@ class CTCLMDecoder:
 class CTCCharLMDecoder:
     """Lexicon-free CTC beam search with a character LM (``echoasr lm build --characters``): any
     word can be written, including words no lexicon holds. Score:
-    ``log P_ctc + lm_weight * log10 P_lm(characters, | between words) + word_bonus * characters``."""
+    ``log P_ctc + lm_weight * log10 P_lm(characters, | between words) + word_bonus * frames of the
+    space token`` (flashlight's silence score, added on every frame the space is emitted)."""
 
     def __init__(self, lm_path: str | os.PathLike, tokenizer, options: LMOptions | None = None):
         from flashlight.lib.text.decoder.kenlm import KenLM
