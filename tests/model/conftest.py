@@ -32,9 +32,33 @@ def tiny_config(**overrides) -> EchoConfig:
     return EchoConfig(**options)
 
 
-def tiny_model(seed: int = 0, **overrides) -> EchoForConditionalGeneration:
+def tiny_model(seed: int = 0, active: bool = True, **overrides) -> EchoForConditionalGeneration:
+    """A tiny model; with `active`, the pitch mechanisms that start as no-ops (bias scales 0,
+    learned radius 1) get nonzero weights, so that tests of padding, caching and batching
+    exercise them."""
     torch.manual_seed(seed)
-    return EchoForConditionalGeneration(tiny_config(**overrides)).eval()
+    model = EchoForConditionalGeneration(tiny_config(**overrides)).eval()
+    if active:
+        activate_pitch_mechanisms(model, seed)
+    return model
+
+
+def activate_pitch_mechanisms(model, seed: int = 0) -> int:
+    """Set pitch-bias scales and learned-radius weights to nonzero values; returns how many
+    parameters were set."""
+    generator = torch.Generator().manual_seed(seed)
+    count = 0
+    with torch.no_grad():
+        for module in model.modules():
+            for name in ("scale", "radius_weight", "radius_bias"):
+                parameter = getattr(module, name, None)
+                if isinstance(parameter, torch.nn.Parameter) and type(module).__name__ in ACTIVATED:
+                    parameter.copy_(0.5 + torch.rand(parameter.shape, generator=generator))
+                    count += 1
+    return count
+
+
+ACTIVATED = ("PitchBiasScale", "CrossPitchBias", "PitchRotary")
 
 
 def pitch_inputs(batch: int, frames: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,6 +196,7 @@ def echo() -> SimpleNamespace:
         ALL_FEATURES=ALL_FEATURES,
         tiny_config=tiny_config,
         tiny_model=tiny_model,
+        activate_pitch_mechanisms=activate_pitch_mechanisms,
         make_features=make_features,
         slice_example=slice_example,
         make_labels=make_labels,

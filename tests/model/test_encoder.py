@@ -52,21 +52,43 @@ def test_encoder_padding_invariance_float32(echo):
         torch.testing.assert_close(batched.hidden[i, : alone.lengths.item()], alone.hidden[0], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("fusion", ["sum", "gated", "concat"])
-def test_fusion_modes_run_and_differ(echo, fusion):
-    model = echo.tiny_model(features=["mel", "harmonic", "aperiodic"], fusion=fusion)
-    features, lengths = echo.make_features(model.config, [12, 8])
-    out = model.encode(features, lengths)
-    assert out.hidden.shape == (2, 6, 32) and torch.isfinite(out.hidden).all()
+def test_fusion_modes_run_and_differ(echo):
+    features, lengths = echo.make_features(echo.tiny_config(), [12, 8])
+    outputs = {}
+    for fusion in ("sum", "gated", "concat", "c_gate"):
+        model = echo.tiny_model(features=["mel", "harmonic", "aperiodic"], fusion=fusion)
+        out = model.encode(features, lengths).hidden
+        assert out.shape == (2, 6, 32) and torch.isfinite(out).all()
+        outputs[fusion] = out
+    # Same seed and stems: only the fusion differs, and every pair of modes gives other encodings.
+    names = list(outputs)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert (outputs[a] - outputs[b]).abs().max() > 1e-3, (a, b)
+    # "sum" is exactly the sum of the per-feature stems (no layers before fusion).
+    model = echo.tiny_model(features=["mel", "harmonic", "aperiodic"], fusion="sum", encoder_layers=0)
+    from echoasr.model.encoder import feature_inputs
+
+    streams = [model.encoder.stems[name](feature_inputs(name, features, lengths), lengths)[0]
+               for name in ("mel", "harmonic", "aperiodic")]
+    expected = model.encoder.norm(sum(streams))
+    valid = torch.arange(6)[None] < torch.tensor([6, 4])[:, None]
+    torch.testing.assert_close(model.encode(features, lengths).hidden, torch.where(valid[..., None], expected, 0.0))
 
 
 def test_padding_content_is_ignored_even_nan(echo):
-    model = echo.tiny_model(features=["mel", "f0"], rotary_theta_mode="phase", pitch_bias=True)
+    # Every feature and pitch mechanism on (bias scales and learned radius nonzero); the padding
+    # holds NaN, which any mask applied by multiplication would leak (NaN * 0 = NaN).
+    options = dict(features=echo.ALL_FEATURES, rotary_theta_mode="phase", rotary_radius="learned", pitch_bias=True)
+    model = echo.tiny_model(**options)
+    assert echo.activate_pitch_mechanisms(model) > 0
     features, lengths = echo.make_features(model.config, [10, 6])
     clean = model.encode(features, lengths).hidden
-    dirty_features, _ = echo.make_features(model.config, [10, 6], pad_value=1e6)
+    dirty_features, _ = echo.make_features(model.config, [10, 6], pad_value=float("nan"))
+    assert torch.isnan(dirty_features["mel"]).any()
     dirty = model.encode(dirty_features, lengths).hidden
     torch.testing.assert_close(clean, dirty)
+    assert not torch.allclose(clean, echo.tiny_model(active=False, **options).encode(features, lengths).hidden)
 
 
 def test_missing_or_malformed_inputs_are_reported(echo):

@@ -215,3 +215,57 @@ def test_beam_scores_never_nan_with_dead_beams(echo, monkeypatch):
     ids = model.generate(features=features, feature_lengths=lengths, num_beams=8, ctc_candidates=2, ctc_weight=0.5)
     check_layout(ids, 16)
     assert seen and not any(seen)
+
+
+# ---------------------------------------------------- beam search against exhaustive search
+
+
+def exhaustive_best(model, features, lengths, limit, ctc_weight, penalty):
+    """The best output over every token sequence of at most limit - 1 tokens followed by EOS (a
+    sequence of limit - 1 tokens is the forced end at the limit), scored independently: teacher-
+    forced attention log-probabilities (EOS included) and the CTC probability of the whole
+    sequence from `F.ctc_loss`, joint-weighted and divided by (tokens + 1) ** penalty."""
+    import itertools
+
+    config = model.config
+    words = [t for t in range(config.vocab_size) if t not in (BLANK, BOS, EOS)]
+    encoder = model.encode(features, lengths)
+    ctc_log_probs = model.ctc_log_probs(encoder) if ctc_weight > 0 else None
+    best, best_score, forced_best = None, -math.inf, False
+    for n in range(limit):
+        for sequence in itertools.product(words, repeat=n):
+            inputs = torch.tensor([[BOS, *sequence]])
+            with torch.no_grad():
+                logits = model.decoder.logits(model.decoder(inputs, encoder))[0].float()
+            log_probs = F.log_softmax(logits, dim=-1)
+            targets = [*sequence, EOS]
+            attention = sum(log_probs[t, token].item() for t, token in enumerate(targets))
+            total = attention
+            if ctc_weight > 0:
+                ctc = -F.ctc_loss(ctc_log_probs.transpose(0, 1), torch.tensor([list(sequence) or [0]]),
+                                  encoder.lengths, torch.tensor([n]), blank=BLANK, reduction="sum").item()
+                total = (1 - ctc_weight) * attention + ctc_weight * ctc
+            score = total / (n + 1) ** penalty
+            if score > best_score:
+                best, best_score, forced_best = list(sequence), score, n == limit - 1
+    return best, forced_best
+
+
+@pytest.mark.parametrize("ctc_weight", [0.0, 0.4])
+@pytest.mark.parametrize("penalty", [0.5, 2.0])
+def test_beam_search_equals_exhaustive_search_with_forced_ends(echo, ctc_weight, penalty):
+    # Two word tokens and a limit of 4 steps: 15 hypotheses, fewer than the 16 beams, so the
+    # beam search must return the exhaustive optimum; several models make forced ends win.
+    limit, forced_wins = 4, 0
+    for seed in range(6):
+        model = echo.tiny_model(seed=seed, vocab_size=5, initializer_range=0.5)
+        features, lengths = echo.make_features(model.config, [14], seed=seed)
+        encoder = model.encode(features, lengths)
+        options = {"length_penalty": penalty, "ngram": 0, "synced": False}
+        with torch.no_grad():
+            ids = _search(model, encoder, 16, torch.tensor([limit]), limit, True, ctc_weight, 10, options, False)
+        got = [t for t in ids[0].tolist() if t not in (BLANK, EOS)]
+        expected, forced = exhaustive_best(model, features, lengths, limit, ctc_weight, penalty)
+        assert got == expected, (seed, got, expected)
+        forced_wins += forced
+    assert forced_wins > 0  # forced ends are exercised

@@ -1,7 +1,9 @@
 import math
 
+import pytest
 import torch
 
+from echoasr.model.encoder import ConvStem
 from echoasr.model.pitch import (
     PitchTrack,
     log_f0_zscore,
@@ -28,17 +30,36 @@ def test_zscore_degenerate_inputs_are_finite_zero():
 
 
 def test_pooling_windows_mean_of_voiced_and_majority():
-    # factor 4, length 10 of 12 frames: windows [0,4), [4,8), [8,10) (frames 10, 11 are padding).
+    # factor 4, length 10 of 12 frames: windows [-2,2], [2,6], [6,10] centred on frames 0, 4, 8
+    # (frames 10, 11 and the left edge are padding).
     f0 = torch.tensor([[100.0, 0.0, 300.0, 200.0, 0.0, 0.0, 0.0, 120.0, 110.0, 0.0, 500.0, 500.0]])
     voiced = (f0 > 0).float()
     track = pitch_track(f0, voiced, torch.tensor([10]), factor=4)
     assert track.f0.shape == (1, 3)
-    torch.testing.assert_close(track.f0, torch.tensor([[200.0, 0.0, 110.0]]))
-    assert track.voiced.tolist() == [[True, False, True]]  # 3/4 voiced, 1/4, 1/2 (tie -> voiced)
+    torch.testing.assert_close(track.f0, torch.tensor([[200.0, 0.0, 115.0]]))
+    assert track.voiced.tolist() == [[True, False, True]]  # 2/3 voiced, 2/5, 2/4 (tie -> voiced)
     assert track.valid.tolist() == [[True, True, True]]
-    # The padded frames (f0 500) never count.
+    # The padded frames (f0 500) never count; frames past ceil(length / 4) are never voiced.
     short = pitch_track(f0, voiced, torch.tensor([4]), factor=4)
     assert short.valid.tolist() == [[True, False, False]] and short.f0[0, 1:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_pooling_is_centred_on_the_stem_receptive_field(factor):
+    # The receptive field of the conv stem's output frame u, found from its gradient, is centred
+    # on input frame factor * u; so is the pooling window: a voiced f0 ramp pools to f0 there.
+    frames = 40
+    stem = ConvStem(1, 4, factor)
+    x = torch.randn(1, 1, frames, requires_grad=True)
+    out, _ = stem(x, torch.tensor([frames]))
+    u = 5
+    out[0, u].sum().backward()
+    support = torch.nonzero(x.grad[0, 0]).flatten().float()
+    centre = (support.min() + support.max()) / 2
+    assert centre.item() == factor * u
+    ramp = 100.0 + torch.arange(frames, dtype=torch.float32)[None]
+    track = pitch_track(ramp, torch.ones(1, frames), torch.tensor([frames]), factor=factor)
+    assert track.f0[0, u].item() == pytest.approx(ramp[0, factor * u].item())
 
 
 def test_voicing_flag_not_f0_zeros_decides():

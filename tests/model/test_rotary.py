@@ -51,16 +51,56 @@ def test_golden_inverse_frequencies():
 
 
 def test_golden_mel_frequencies():
-    # The seed's spacing: 0 Hz ... 8000 Hz on the mel scale, scaled by theta / 220 / 1000.
+    # 0 Hz ... 8000 Hz on the mel scale; the default spacing maps 8000 Hz to pi rad per frame at
+    # theta 10000, the seed's (aliased) one to theta / 220 * hz / 1000.
     hz = mel_spaced_hz(3)
     assert hz[0].item() == pytest.approx(0.0, abs=1e-3)
     assert hz[-1].item() == pytest.approx(8000.0, rel=1e-5)
     mel_mid = 2595.0 * math.log10(1 + 8000 / 700) / 2
     assert hz[1].item() == pytest.approx(700 * (10 ** (mel_mid / 2595) - 1), rel=1e-5)
-    w = rotary_frequencies("mel", 6, torch.tensor(220.0))
-    torch.testing.assert_close(w, hz / 1000.0)
-    w_seed = rotary_frequencies("mel", 6, torch.tensor(10000.0))
+    w = rotary_frequencies("mel", 6, torch.tensor(10000.0))
+    torch.testing.assert_close(w, hz / 8000.0 * math.pi)
+    torch.testing.assert_close(rotary_frequencies("mel", 6, torch.tensor(20000.0)), w / 2)
+    w_seed = rotary_frequencies("mel_seed_aliased", 6, torch.tensor(10000.0))
     torch.testing.assert_close(w_seed, hz / 1000.0 * 10000.0 / 220.0)
+
+
+def test_angle_ranges_per_frame():
+    # Head size 48 (24 pairs), theta 10000: the seed's spacing turns 23 of 24 pairs by more than
+    # pi per frame (up to 363.6 rad); the default mel and inverse spacings never exceed pi.
+    theta = torch.tensor(10000.0)
+    seed = rotary_frequencies("mel_seed_aliased", 48, theta)
+    assert seed.max().item() == pytest.approx(363.64, abs=0.01)
+    assert int((seed > math.pi).sum()) == 23
+    mel = rotary_frequencies("mel", 48, theta)
+    assert mel.max().item() == pytest.approx(math.pi, rel=1e-6)
+    assert int((mel > math.pi + 1e-6).sum()) == 0
+    assert rotary_frequencies("inverse", 48, theta).max().item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("frequencies", ["inverse", "mel"])
+def test_additive_pitch_moves_angles_measurably_without_aliasing(frequencies):
+    # 200 Hz against unvoiced, frame 100: the seed's theta + f0 barely moves inverse angles;
+    # the default scale (theta * (1 + f0 / 150)) moves them by radians and stays under pi/frame.
+    frames, head = 101, 48
+    voiced = PitchRotary(head, 1, frequencies=frequencies, theta_mode="additive", reference_hz=150.0)
+    seed_scale = PitchRotary(head, 1, frequencies=frequencies, theta_mode="additive", reference_hz=150.0,
+                             additive_scale=150.0 / 10000.0)
+    on, off = constant_pitch(1, frames, 200.0), constant_pitch(1, frames, 0.0)
+    moved = (voiced.angles(frames, on, torch.device("cpu")) - voiced.angles(frames, off, torch.device("cpu")))[0, 0, 100]
+    seed_moved = (seed_scale.angles(frames, on, torch.device("cpu"))
+                  - seed_scale.angles(frames, off, torch.device("cpu")))[0, 0, 100]
+    assert moved.abs().max().item() > 1.0
+    per_frame = voiced.angles(frames, on, torch.device("cpu"))[0, 0, 1]  # angle at position 1 = w
+    assert per_frame.max().item() <= math.pi + 1e-6
+    if frequencies == "inverse":
+        # The seed's offset: < 0.001 rad per frame (0.08 rad by frame 100), 20x less than the default.
+        assert seed_moved.abs().max().item() < 0.1
+        assert moved.abs().max().item() > 20 * seed_moved.abs().max().item()
+        # theta_t = 10000 * (1 + 200/150): pair i turns by 100 * theta_t^(-2i/48).
+        i = torch.arange(24.0)
+        expected = 100 * (10000 * (1 + 200 / 150)) ** (-2 * i / 48) - 100 * 10000.0 ** (-2 * i / 48)
+        torch.testing.assert_close(moved, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_no_pitch_reduces_to_standard_rope():
@@ -110,7 +150,7 @@ def test_varying_pitch_phase_mode_warps_positions():
 
 @pytest.mark.parametrize("theta_mode", THETA_MODES)
 @pytest.mark.parametrize("radius", RADIUS_MODES)
-@pytest.mark.parametrize("frequencies", ["inverse", "mel"])
+@pytest.mark.parametrize("frequencies", ["inverse", "mel", "mel_seed_aliased"])
 def test_fast_form_equals_complex_reference(echo, theta_mode, radius, frequencies):
     torch.manual_seed(0)
     rotary = PitchRotary(

@@ -72,8 +72,13 @@ def test_seed_preset_trains_and_every_parameter_learns(echo):
 
 
 def test_seed_preset_padding_causality_and_cache(echo):
-    echo.assert_batch_equals_examples(tiny_seed(initializer_range=0.3))
-    echo.assert_decoder_causal(tiny_seed(initializer_range=0.3), with_mask=True)
+    # Pitch-bias scales start at 0 in the preset: make them (and every learned pitch weight) nonzero.
+    padded = tiny_seed(initializer_range=0.3)
+    assert echo.activate_pitch_mechanisms(padded) > 0
+    echo.assert_batch_equals_examples(padded)
+    causal = tiny_seed(initializer_range=0.3)
+    echo.activate_pitch_mechanisms(causal)
+    echo.assert_decoder_causal(causal, with_mask=True)
     from echoasr.model.presets import SEED_OPTIONS
 
     echo.assert_cached_equals_uncached(**{**SEED_OPTIONS, **SEED_SIZES, "d_model": 32, "ffn_dim": 64})

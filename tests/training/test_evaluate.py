@@ -1,22 +1,51 @@
+import csv
 import json
+import shutil
 
+import jiwer
+import numpy as np
 import pytest
+import soundfile
 
 from echoasr.cli import main
 from echoasr.evaluation import score
+
+from .conftest import SENTENCES
 
 
 def test_score_counts_substitutions_deletions_insertions_on_normalised_text():
     result = score(["The cat sat on the mat.", "Hello world"], ["the bat sat on mat", "hello, World! again"])
     assert (result["substitutions"], result["deletions"], result["insertions"]) == (1, 1, 1)
     assert result["words"] == 8 and result["wer"] == pytest.approx(3 / 8)
-    assert 0 < result["cer"] < result["wer"]
+    # characters: c->b, "the " deleted (4), " again" inserted (6) over 22 + 11 reference characters
+    assert result["characters"] == 33 and result["cer"] == pytest.approx(11 / 33)
     assert score(["Twenty one"], ["21"])["wer"] == 0.0  # numbers are normalised on both sides
 
 
 def test_score_handles_empty_hypotheses():
     result = score(["one two"], [""])
     assert result["wer"] == 1.0 and result["deletions"] == 2 and result["cer"] == 1.0
+
+
+def test_score_counts_insertions_on_empty_references():
+    result = score(["", "a b"], ["x y z", "a b"])
+    assert result["insertions"] == 3 and result["words"] == 2 and result["wer"] == pytest.approx(3 / 2)
+    # "x y z" is 5 characters (spaces count, as in jiwer's CER) inserted against "a b" (3 characters)
+    assert result["characters"] == 3 and result["cer"] == pytest.approx(5 / 3)
+    mixed = score(["", "the cat"], ["hello", "the bat"])  # 1 substitution + 1 insertion of 2 words
+    assert (mixed["substitutions"], mixed["insertions"], mixed["wer"]) == (1, 1, pytest.approx(1.0))
+    assert mixed["cer"] == pytest.approx((1 + 5) / 7)
+    assert score([""], [""])["wer"] == 0.0 and score([""], ["x"])["wer"] == float("inf")
+
+
+def read_rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def independent_wer(rows) -> float:
+    scored = [row for row in rows if row["reference"]]
+    return jiwer.wer([row["reference"] for row in scored], [row["hypothesis"] for row in scored])
 
 
 def test_evaluate_cli_json_last_line(trained_run, tts_corpus, tmp_path, capsys):
@@ -28,10 +57,51 @@ def test_evaluate_cli_json_last_line(trained_run, tts_corpus, tmp_path, capsys):
     result = json.loads(lines[-1])
     assert {"wer", "cer", "utterances", "rtf", "substitutions", "deletions", "insertions"} <= set(result)
     assert result["utterances"] == 3 and result["rtf"] > 0 and result["beams"] == 2
-    assert 0 <= result["cer"] and isinstance(result["wer"], float)
-    rows = out.read_text().splitlines()
-    assert rows[0].split("\t")[:3] == ["id", "reference", "hypothesis"] and len(rows) == 4
+    assert result["chunked"] == 0 and result["failed"] == []
+    rows = read_rows(out)
+    assert len(rows) == 3
+    assert result["wer"] == pytest.approx(independent_wer(rows))
+    assert result["cer"] == pytest.approx(jiwer.cer([r["reference"] for r in rows], [r["hypothesis"] for r in rows]))
     assert any("WER" in line for line in lines[:-1])
+
+
+def test_evaluate_scores_every_utterance(trained_run, tts_corpus, tmp_path, capsys):
+    """A recording longer than the model takes is chunked and scored, an unreadable and a missing
+    one count as all-deleted: nothing leaves the test set."""
+    run, _ = trained_run
+    pieces = []
+    for index in range(10):
+        audio, rate = soundfile.read(tts_corpus / "wav" / f"u{index}.wav", dtype="float32")
+        pieces += [audio, np.zeros(int(0.6 * rate), dtype=np.float32)]
+    long_audio = np.concatenate(pieces)
+    soundfile.write(tmp_path / "long.wav", long_audio, rate)
+    assert len(long_audio) / rate > 15.0  # the tiny preset's max_duration
+    (tmp_path / "broken.wav").write_bytes(b"RIFF not really a wave file")
+    manifest = tmp_path / "test.tsv"
+    for index in (7, 8):
+        shutil.copy(tts_corpus / "wav" / f"u{index}.wav", tmp_path)
+    manifest.write_text("path\ttext\n" + "".join(f"u{i}.wav\t{SENTENCES[i]}\n" for i in (7, 8))
+                        + f"long.wav\t{' '.join(SENTENCES)}\nbroken.wav\tthe broken one\nmissing.wav\tnot here at all\n")
+    out = tmp_path / "hyp.tsv"
+    assert main(["evaluate", "--model", str(run), "--data", str(manifest), "--beam", "2", "--out", str(out),
+                 "--json"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(printed[-1])
+    assert result["utterances"] == 5 and result["chunked"] == 1
+    assert sorted(f["id"] for f in result["failed"]) == ["broken", "missing"]
+    assert all(f["reason"] for f in result["failed"])
+    assert "1 chunked, 2 failed" in "\n".join(printed[:-1])
+    rows = {row["id"]: row for row in read_rows(out)}
+    assert list(rows) == ["u7", "u8", "long", "broken", "missing"]
+    for name in ("broken", "missing"):
+        assert rows[name]["hypothesis"] == "" and rows[name]["note"].startswith("failed: ")
+        assert rows[name]["word_errors"] == rows[name]["reference_words"]
+    assert rows["long"]["note"].endswith(" chunks") and int(rows["long"]["note"].split()[0]) >= 2
+    assert result["words"] == sum(int(row["reference_words"]) for row in rows.values())
+    assert result["deletions"] >= 3 + 4  # at least the failed ones' words
+    assert result["wer"] == pytest.approx(independent_wer(list(rows.values())))
+    seconds = sum(soundfile.info(tmp_path / f"{name}.wav").duration for name in ("u7", "u8", "long"))
+    assert result["audio_seconds"] == pytest.approx(seconds, abs=0.05)
 
 
 def test_evaluate_loads_a_checkpoint_and_ctc_greedy(trained_run, tts_corpus, capsys):

@@ -31,9 +31,22 @@ def test_training_lowers_the_loss_and_writes_a_complete_run(trained_run):
     assert list((run / "logs").glob("events.out.tfevents.*"))
     assert json.loads((run / "train_summary.json").read_text())["steps"] == 30
     # evaluation during training decodes for real and reports WER/CER
-    assert "dev" in summary and 0 <= summary["dev"]["cer"] and summary["dev"]["utterances"] == 2
+    assert "dev" in summary and summary["dev"]["utterances"] == 2
     assert any("eval_wer" in entry and "eval_cer" in entry for entry in summary["log_history"])
     assert any("ctc_loss" in entry and "attention_loss" in entry for entry in summary["log_history"])
+
+
+def test_dev_scores_during_training_equal_a_separate_evaluation(trained_run, tts_corpus, tmp_path):
+    # The Trainer's dev WER/CER (predict_with_generate) must be what `evaluate` finds for the
+    # final model with the same search on the same utterances.
+    from echoasr.evaluation import evaluate
+
+    run, summary = trained_run
+    beams = yaml.safe_load((run / "train_config.yaml").read_text())["eval_beams"]
+    result = evaluate(run, tts_corpus / "dev.tsv", beams=beams, out=tmp_path / "dev.tsv", progress=False)
+    assert result["utterances"] == summary["dev"]["utterances"] == 2
+    assert summary["dev"]["step"] == summary["steps"]
+    assert summary["dev"]["cer"] == pytest.approx(result["cer"]) and summary["dev"]["wer"] == pytest.approx(result["wer"])
 
 
 def test_existing_run_is_not_overwritten(trained_run, tts_corpus):

@@ -47,6 +47,8 @@ def read_audio(utterance: Utterance) -> np.ndarray:
     source = io.BytesIO(utterance.audio) if utterance.audio is not None else utterance.path
     if source is None:
         raise EchoError(f"utterance {utterance.id} has neither a path nor audio")
+    if utterance.audio is None and not Path(source).is_file():
+        raise EchoError("cannot read audio: no such file", source)
     try:
         audio, rate = soundfile.read(source, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
@@ -70,8 +72,9 @@ def keep_usable(
     max_duration: float | None = None,
     skipped: Counter | None = None,
 ) -> list[Utterance]:
-    """Drop rows whose audio is missing, unreadable, empty or longer than ``max_duration`` seconds,
-    and rows with an empty transcript; warn about them, log one summary line, and fail with an
+    """Drop rows whose audio is missing, unreadable, empty (unless ``check_audio`` is false: then
+    such rows are kept, for evaluation to count them) or longer than ``max_duration`` seconds, and
+    rows with an empty transcript; warn about them, log one summary line, and fail with an
     EchoError naming ``source`` when nothing is left. ``skipped`` carries counts from parsing."""
     skipped = Counter() if skipped is None else skipped
     kept: list[Utterance] = []
@@ -100,20 +103,26 @@ def _check(utterance: Utterance, check_audio: bool, max_duration: float | None) 
         return "empty transcript", utterance
     duration = utterance.duration
     if check_audio or duration is None:
-        if isinstance(utterance.audio, np.ndarray):
-            duration = len(utterance.audio) / SAMPLE_RATE
-        elif utterance.audio is None and (utterance.path is None or not Path(utterance.path).is_file()):
-            return "missing file", utterance
-        else:
-            try:
-                info = soundfile.info(io.BytesIO(utterance.audio) if utterance.audio is not None else utterance.path)
-            except (soundfile.LibsndfileError, RuntimeError, OSError):
-                return "unreadable audio", utterance
-            duration = info.frames / info.samplerate if info.samplerate else 0.0
-    if not duration or duration <= 0:
+        problem, duration = _measure_duration(utterance)
+        if problem is not None and check_audio:
+            return problem, utterance
+    if check_audio and (not duration or duration <= 0):
         return "empty audio", utterance
-    if max_duration is not None and duration > max_duration:
+    if max_duration is not None and duration is not None and duration > max_duration:
         return f"longer than {max_duration:g} s", utterance
     if duration != utterance.duration:
-        utterance = dataclasses.replace(utterance, duration=round(duration, 3))
+        utterance = dataclasses.replace(utterance, duration=None if duration is None else round(duration, 3))
     return None, utterance
+
+
+def _measure_duration(utterance: Utterance) -> tuple[str | None, float | None]:
+    """(problem or None, duration in seconds or None) from the audio's header."""
+    if isinstance(utterance.audio, np.ndarray):
+        return None, len(utterance.audio) / SAMPLE_RATE
+    if utterance.audio is None and (utterance.path is None or not Path(utterance.path).is_file()):
+        return "missing file", None
+    try:
+        info = soundfile.info(io.BytesIO(utterance.audio) if utterance.audio is not None else utterance.path)
+    except (soundfile.LibsndfileError, RuntimeError, OSError):
+        return "unreadable audio", None
+    return None, info.frames / info.samplerate if info.samplerate else 0.0

@@ -3,14 +3,28 @@
 The defaults describe a plain model (standard RoPE, no pitch mechanism, mel input, 4x time
 subsampling, hybrid CTC/attention training); presets switch the pitch mechanisms on:
 
-* `rotary_theta_mode`: `"none"` (positions `t`), `"additive"` (seed: `theta_t = theta + f0_t`),
-  `"phase"` (pitch-warped position `p_t = sum_{s<t} f_s / pitch_reference_hz`);
+* `rotary_frequencies`: `"inverse"` (standard RoPE), `"mel"` (mel-spaced, at most pi rad per
+  frame at theta >= 10000), `"mel_seed_aliased"` (the seed's spacing, up to 363.6 rad per frame:
+  positions scrambled; for reproducing the seed only);
+* `rotary_theta_mode`: `"none"` (positions `t`), `"additive"` (`theta_t = theta * (1 + s * f0_t /
+  pitch_reference_hz)`, `s` = `rotary_additive_scale`; the seed's `theta + f0_t` is
+  `s = pitch_reference_hz / theta`),
+  `"phase"` (pitch-warped position `p_t = sum_{s<t} f_s / pitch_reference_hz`), `"phase_median"`
+  (the same clock with the utterance's median voiced f0 as the reference, so that a 100 Hz and a
+  250 Hz speaker run clocks at the same mean rate);
+* `rotary_positions`: False removes the encoder's rotary (no positions in encoder attention; the
+  convolution stems still see local order);
 * `rotary_radius`: `"none"`, `"raw"` (seed: f0 in Hz, 0 on unvoiced frames), `"bounded"`
   (`1 + rotary_radius_scale * tanh(z)`, the recommended form), `"learned"` (per-head
   `1 + a * tanh(w_h z + b_h)`, starting at 1);
 * `pitch_bias`: learned per-head `s_h * exp(-|z_i - z_j|)` between voiced frames in encoder
   self-attention, and `s_h * exp(-|z_j - r_h|)` (learned per-head reference pitch `r_h`) in
-  cross-attention.
+  cross-attention; `pitch_bias_mode="voicing"` is its control: the same biases computed with
+  z = 0, i.e. a learned per-head bias between voiced frames that ignores how similar the pitches are;
+* `feature_f0_representation` (the `f0` input stem): `log_z` (voicing-aware per-utterance z-score of
+  log f0, speaker-independent), `hz` (f0 / `pitch_reference_hz`, not normalised: speaker-dependent)
+  or `voicing` (the voicing flag alone, the f0 channel zero); the voicing flag is always the second
+  channel.
 
 `z` is the voicing-aware per-utterance z-score of log f0 (see `echoasr.model.pitch`).
 
@@ -43,8 +57,10 @@ from typing import ClassVar
 from transformers import PretrainedConfig
 
 FEATURES = ("mel", "f0", "harmonic", "aperiodic", "phase", "waveform")
-ROTARY_FREQUENCIES = ("inverse", "mel")
-THETA_MODES = ("none", "additive", "phase")
+ROTARY_FREQUENCIES = ("inverse", "mel", "mel_seed_aliased")
+THETA_MODES = ("none", "additive", "phase", "phase_median")
+F0_REPRESENTATIONS = ("log_z", "hz", "voicing")
+PITCH_BIAS_MODES = ("pitch", "voicing")
 RADIUS_MODES = ("none", "raw", "bounded", "learned")
 FUSIONS = ("sum", "gated", "concat", "c_gate")
 RESIDUAL_GATES = ("none", "mlp", "t_gate", "m_gate")
@@ -113,11 +129,15 @@ class EchoConfig(PretrainedConfig):
     rotary_theta: float | int = 10000.0
     rotary_learnable_theta: bool = False
     rotary_theta_mode: str = "none"
+    rotary_additive_scale: float | int = 1.0
+    rotary_positions: bool = True
     rotary_radius: str = "none"
     rotary_radius_scale: float | int = 0.5
     pitch_reference_hz: float | int = 150.0
     pitch_bias: bool = False
     pitch_bias_init: float | int = 0.0
+    pitch_bias_mode: str = "pitch"
+    feature_f0_representation: str = "log_z"
 
     rotary_axial_bands: int = 0
 
@@ -177,8 +197,17 @@ class EchoConfig(PretrainedConfig):
         check(self.fusion in FUSIONS, f"fusion must be one of {FUSIONS}")
         check(self.rotary_frequencies in ROTARY_FREQUENCIES, f"rotary_frequencies must be one of {ROTARY_FREQUENCIES}")
         check(self.rotary_theta_mode in THETA_MODES, f"rotary_theta_mode must be one of {THETA_MODES}")
+        check(self.pitch_bias_mode in PITCH_BIAS_MODES, f"pitch_bias_mode must be one of {PITCH_BIAS_MODES}")
+        check(self.feature_f0_representation in F0_REPRESENTATIONS,
+              f"feature_f0_representation must be one of {F0_REPRESENTATIONS}")
+        check(self.rotary_positions or (self.rotary_theta_mode == "none" and self.rotary_radius == "none"
+                                        and not self.rotary_axial_bands),
+              "rotary_positions=False needs rotary_theta_mode none, rotary_radius none and no axial bands")
         check(self.rotary_radius in RADIUS_MODES, f"rotary_radius must be one of {RADIUS_MODES}")
         check(self.rotary_theta > 0, "rotary_theta must be positive")
+        check(self.rotary_frequencies != "mel" or self.rotary_theta >= 10000,
+              "mel rotary frequencies need rotary_theta >= 10000 (faster rotations alias)")
+        check(self.rotary_additive_scale >= 0, "rotary_additive_scale must be >= 0")
         check(0 < self.rotary_radius_scale < 1, "rotary_radius_scale must be in (0, 1) so the radius stays positive")
         check(self.pitch_reference_hz > 0, "pitch_reference_hz must be positive")
         check(self.residual_gate in RESIDUAL_GATES, f"residual_gate must be one of {RESIDUAL_GATES}")

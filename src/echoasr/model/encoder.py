@@ -27,6 +27,7 @@ projection of each frame's F band tokens back to one frame token (`band_pool`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -84,11 +85,12 @@ class ConvStem(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """(B, C, T), (B,) -> (B, T', dim), (B,)."""
+        # torch.where, not multiplication: padding may hold NaN, and NaN * 0 is NaN.
         for conv in self.convs:
-            x = x * length_mask(lengths, x.shape[-1])[:, None, :].to(x.dtype)
+            x = torch.where(length_mask(lengths, x.shape[-1])[:, None, :], x, 0.0)
             x = F.gelu(conv(x))
             lengths = conv_output_length(lengths, 3, conv.stride[0], 1)
-        x = x * length_mask(lengths, x.shape[-1])[:, None, :].to(x.dtype)
+        x = torch.where(length_mask(lengths, x.shape[-1])[:, None, :], x, 0.0)
         return x.transpose(1, 2), lengths
 
 
@@ -166,12 +168,20 @@ class EncoderLayer(nn.Module):
         return self.ffn_residual(x, self.ffn(h), h)
 
 
-def feature_inputs(name: str, features: dict[str, Tensor], lengths: Tensor) -> Tensor:
-    """The (B, C, T) tensor a stem reads for feature `name` (f0 and phase expanded to 2 channels)."""
+def feature_inputs(name: str, features: dict[str, Tensor], lengths: Tensor, f0_representation: str = "log_z",
+                   reference_hz: float = 150.0) -> Tensor:
+    """The (B, C, T) tensor a stem reads for feature `name` (f0 and phase expanded to 2 channels;
+    the f0 channel in `f0_representation`, see `EchoConfig`)."""
     if name == "f0":
         f0, voiced = features["f0"].float(), features["voiced"]
         is_voiced = (voiced > 0.5) & (f0 > 0) & length_mask(lengths, f0.shape[-1])
-        return torch.stack((log_f0_zscore(f0, is_voiced), is_voiced.float()), dim=1)
+        if f0_representation == "hz":
+            pitch = torch.where(is_voiced, f0 / reference_hz, 0.0)
+        elif f0_representation == "voicing":
+            pitch = torch.zeros_like(f0)
+        else:
+            pitch = log_f0_zscore(f0, is_voiced)
+        return torch.stack((pitch, is_voiced.float()), dim=1)
     if name == "phase":
         phase = features["phase"].float()
         return torch.stack((torch.sin(phase), torch.cos(phase)), dim=1)
@@ -212,6 +222,7 @@ class EchoEncoder(nn.Module):
                 theta=config.rotary_theta,
                 learnable_theta=config.rotary_learnable_theta,
                 theta_mode=config.rotary_theta_mode,
+                additive_scale=config.rotary_additive_scale,
                 radius=config.rotary_radius,
                 radius_scale=config.rotary_radius_scale,
                 reference_hz=config.pitch_reference_hz,
@@ -228,6 +239,7 @@ class EchoEncoder(nn.Module):
             theta=config.rotary_theta,
             learnable_theta=config.rotary_learnable_theta,
             theta_mode=config.rotary_theta_mode,
+            additive_scale=config.rotary_additive_scale,
             radius=config.rotary_radius,
             radius_scale=config.rotary_radius_scale,
             reference_hz=config.pitch_reference_hz,
@@ -256,15 +268,22 @@ class EchoEncoder(nn.Module):
         dtype = next(self.stems.parameters()).dtype
         streams, out_lengths = {}, None
         for name in self.features:
-            streams[name], out_lengths = self.stems[name](feature_inputs(name, features, lengths).to(dtype), lengths)
+            inputs = feature_inputs(name, features, lengths, self.config.feature_f0_representation,
+                                    self.config.pitch_reference_hz)
+            streams[name], out_lengths = self.stems[name](inputs.to(dtype), lengths)
         length = next(iter(streams.values())).shape[1]
         valid = length_mask(out_lengths, length)
 
         pitch = None
         if self.needs_pitch_track:
             pitch = pitch_track(features["f0"], features["voiced"], lengths, self.config.subsampling)
+        rotary = self.rotary(length, pitch, device=valid.device) if self.config.rotary_positions else None
+        if pitch is not None and self.config.pitch_bias_mode == "voicing":
+            # The voicing-only control: every bias sees z = 0 (exp(-|z_i - z_j|) = 1 between voiced
+            # frames); the rotary tables above were built from the real track.
+            pitch = dataclasses.replace(pitch, z=torch.zeros_like(pitch.z))
         context = AttentionContext(
-            rotary=self.rotary(length, pitch, device=valid.device),
+            rotary=rotary,
             mask=padding_bias(valid, torch.float32),
             similarity=pitch_similarity(pitch, pitch) if self.config.pitch_bias else None,
             valid=valid,
@@ -278,5 +297,5 @@ class EchoEncoder(nn.Module):
         x = self.fusion(streams)
         for layer in self.layers:
             x = layer(x, context)
-        x = self.norm(x) * valid[..., None].to(x.dtype)
+        x = torch.where(valid[..., None], self.norm(x), 0.0)
         return EncoderOutput(hidden=x, lengths=out_lengths, pitch=pitch)

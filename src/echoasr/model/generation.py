@@ -221,14 +221,22 @@ def _banned_ngrams(tokens: Tensor, n: int, vocab: int) -> Tensor | None:
     return banned.scatter_add_(1, windows[:, :, -1], match.float()) > 0
 
 
+# Score of a forced end whose EOS is impossible (-inf): finite, so the search still returns it
+# when nothing else finished, and below any real score.
+IMPOSSIBLE_END = -1e9
+
+
 def _constrain(scores: Tensor, tokens: Tensor, step: int, limits: Tensor, eos: int, ngram: int) -> Tensor:
     banned = _banned_ngrams(tokens, ngram, scores.shape[1])
     if banned is not None:
         scores = scores.masked_fill(banned, -math.inf)
     at_limit = (step + 1 >= limits)[:, None]
     if bool(at_limit.any()):
+        # A hypothesis cut at the length limit ends with its real EOS score (attention EOS
+        # probability, and with joint decoding the CTC probability of the whole sequence), so
+        # length normalisation cannot favour it; an impossible EOS stays a last resort.
         forced = torch.full_like(scores, -math.inf)
-        forced[:, eos] = 0.0
+        forced[:, eos] = scores[:, eos].clamp_min(IMPOSSIBLE_END)
         scores = torch.where(at_limit, forced, scores)
     return scores
 

@@ -7,9 +7,10 @@ Conventions (all per example, batched, right-padded, padding decided by lengths 
   length; f0 = 0 is never used as the voicing flag on its own, and padding is never voiced;
 * `z` is the per-utterance z-score of log f0 over voiced frames, 0 on unvoiced and padded
   frames (an utterance with no voiced frame, or a constant pitch, gets z = 0 everywhere);
-* pooling to a frame rate `factor` times lower uses windows `[factor*t, factor*(t+1))` (the
-  subsampling stems give exactly `ceil(T / factor)` frames, see `encoder.ConvStem`): the window
-  is voiced when at least half of its valid frames are voiced, and its f0 is the mean f0 of its
+* pooling to a frame rate `factor` times lower uses windows `[factor*t - factor/2,
+  factor*t + factor/2]`, centred on the receptive field of the subsampling stem's output frame t
+  (the stems give exactly `ceil(T / factor)` frames, see `encoder.ConvStem`): the window is
+  voiced when at least half of its valid frames are voiced, and its f0 is the mean f0 of its
   voiced frames. No nearest-index slicing.
 """
 
@@ -46,12 +47,12 @@ def length_mask(lengths: Tensor, max_length: int) -> Tensor:
 
 def log_f0_zscore(f0: Tensor, voiced: Tensor) -> Tensor:
     """Per-row z-score of log f0 over the frames where `voiced` (bool) is set; 0 elsewhere."""
-    weight = voiced.to(torch.float32)
-    log_f0 = torch.log(f0.to(torch.float32).clamp_min(1.0))
-    count = weight.sum(-1, keepdim=True).clamp_min(1.0)
-    mean = (log_f0 * weight).sum(-1, keepdim=True) / count
-    variance = ((log_f0 - mean).square() * weight).sum(-1, keepdim=True) / count
-    return (log_f0 - mean) * torch.rsqrt(variance.clamp_min(_MIN_LOG_F0_VARIANCE)) * weight
+    # torch.where, not multiplication by the mask: unvoiced or padded f0 may be NaN.
+    log_f0 = torch.where(voiced, torch.log(f0.to(torch.float32).clamp_min(1.0)), 0.0)
+    count = voiced.sum(-1, keepdim=True).clamp_min(1).to(torch.float32)
+    mean = log_f0.sum(-1, keepdim=True) / count
+    variance = torch.where(voiced, (log_f0 - mean).square(), 0.0).sum(-1, keepdim=True) / count
+    return torch.where(voiced, (log_f0 - mean) * torch.rsqrt(variance.clamp_min(_MIN_LOG_F0_VARIANCE)), 0.0)
 
 
 def pitch_track(f0: Tensor, voiced: Tensor, lengths: Tensor, factor: int = 1) -> PitchTrack:
@@ -65,17 +66,22 @@ def pitch_track(f0: Tensor, voiced: Tensor, lengths: Tensor, factor: int = 1) ->
     valid = length_mask(lengths, frames)
     is_voiced = (voiced > 0.5) & (f0 > 0) & valid
     if factor > 1:
+        # Centred on the stem's receptive field: with kernel-3 convolutions (strides 1, 2, 2)
+        # output frame u sees input frames factor*u - factor .. factor*u + factor, centred on
+        # factor*u, so pool [factor*u - factor/2, factor*u + factor/2] (factor + 1 frames;
+        # neighbouring windows share an edge frame). [factor*u, factor*u + factor) lagged 15 ms.
         out_frames = -(-frames // factor)
-        pad = out_frames * factor - frames
+        half = factor // 2
+        right = out_frames * factor + half - frames
 
         def windows(x: Tensor) -> Tensor:
-            return torch.nn.functional.pad(x, (0, pad)).view(batch, out_frames, factor)
+            return torch.nn.functional.pad(x, (half, right)).unfold(-1, factor + 1, factor)
 
         n_valid = windows(valid.to(torch.float32)).sum(-1)
         n_voiced = windows(is_voiced.to(torch.float32)).sum(-1)
         f0_sum = windows(torch.where(is_voiced, f0, 0.0)).sum(-1)
-        valid = n_valid > 0
-        is_voiced = (n_voiced > 0) & (2 * n_voiced >= n_valid)
+        valid = length_mask(-(-lengths // factor), out_frames)
+        is_voiced = valid & (n_voiced > 0) & (2 * n_voiced >= n_valid)
         f0 = f0_sum / n_voiced.clamp_min(1.0)
     f0 = torch.where(is_voiced, f0, 0.0)
     return PitchTrack(f0=f0, voiced=is_voiced, z=log_f0_zscore(f0, is_voiced), valid=valid)
@@ -100,3 +106,10 @@ def pitch_warped_positions(track: PitchTrack, reference_hz: float) -> Tensor:
     """
     rate = torch.where(track.voiced, track.f0 / reference_hz, 1.0)
     return torch.cumsum(rate, dim=-1) - rate
+
+
+def median_voiced_f0(track: PitchTrack, fallback_hz: float) -> Tensor:
+    """(B, 1) median f0 over each example's voiced frames (`fallback_hz` when none is voiced)."""
+    masked = torch.where(track.voiced, track.f0, torch.nan)
+    median = torch.nanmedian(masked, dim=-1, keepdim=True).values
+    return torch.nan_to_num(median, nan=fallback_hz)

@@ -4,9 +4,13 @@
 CPU training. What it takes from the seed, and what it fixes:
 
 * pitch-aware rotary with mel-spaced frequencies, theta 10000, learnable theta, pitch-modulated
-  theta (`additive`: theta + f0_t) and the pitch similarity bias, per utterance and with correct
-  shapes for batches and cross-attention; the variable radius is `bounded` (the seed's raw f0
-  radius zeroed q and k on unvoiced frames and saturated softmax on voiced ones);
+  theta (`additive`) and the pitch similarity bias, per utterance and with correct shapes for
+  batches and cross-attention. Fixed: the seed's mel spacing turned 23 of 24 channel pairs by more
+  than pi per frame (up to 363.6 rad: positions scrambled); here the top pair turns by pi
+  (`mel`; the seed's is `mel_seed_aliased`). The seed's `theta + f0_t` moved angles by noise
+  there and by < 0.001 rad per frame with any unaliased spacing; here `theta * (1 + f0_t / 150)`
+  (`rotary_additive_scale` 1) moves them measurably. The variable radius is `bounded` (the seed's
+  raw f0 radius zeroed q and k on unvoiced frames and saturated softmax on voiced ones);
 * spectrogram and pitch inputs, one stem and `feature_layers` per feature (the seed's `blockA`),
   combined by the cross-feature gate `c_gate` (the seed looped over features and kept only the
   last one's logits);

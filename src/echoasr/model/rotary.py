@@ -12,12 +12,23 @@ the model can use `scaled_dot_product_attention`. Both forms are kept and tested
 
 Angles: `angle_t,i = position_t * w_i(theta_t)` with
 
-* frequencies `inverse`: `w_i = theta^(-2i/d)` (standard RoPE), or `mel`: the seed's mel-spaced
-  `w_i = theta / 220 * mel_hz_i / 1000`, `mel_hz` spanning 0-8000 Hz on the mel scale;
+* frequencies `inverse`: `w_i = theta^(-2i/d)` (standard RoPE, at most 1 rad per frame);
+  `mel`: mel-spaced `w_i = pi * mel_hz_i / 8000 * (10000 / theta)`, `mel_hz` spanning 0-8000 Hz
+  on the mel scale, so at theta >= 10000 no channel turns by more than pi per frame (faster
+  rotations alias: a pair turning by pi + e looks like one turning by e - pi);
+  `mel_seed_aliased`: the seed's `w_i = theta / 220 * mel_hz_i / 1000`, up to 363.6 rad per frame
+  at theta 10000 (at head size 48, 23 of 24 pairs turn by more than pi: positions are scrambled);
+  kept only to reproduce the seed;
 * theta mode `none`: `theta_t = theta`, `position_t = t`;
-  `additive` (seed): `theta_t = theta + f0_t` per frame and example (f0 = 0 when unvoiced);
+  `additive`: `theta_t = theta * (1 + s * f0_t / f_ref)` per frame and example (f0 = 0 when
+  unvoiced; `s` = `additive_scale`, `f_ref` = `reference_hz`). The seed's `theta + f0_t` is
+  `s = f_ref / theta`: with `inverse` spacing that moves angles by < 0.01 rad (a no-op), with the
+  aliased mel spacing by ~15 rad at frame 100 (noise); at `s = 1` a voiced frame at the reference
+  pitch doubles theta, which slows every pair but the first measurably and never aliases, since
+  theta_t >= theta;
   `phase`: `theta_t = theta`, `position_t = p_t` the pitch-warped position of
-  `pitch.pitch_warped_positions`.
+  `pitch.pitch_warped_positions`; `phase_median`: the same with the utterance's median voiced f0
+  as the reference (`pitch.median_voiced_f0`).
 
 Radius: `none` (1), `raw` (seed: f0 in Hz, 0 on unvoiced frames: q and k vanish there, and
 voiced scores scale by ~f0^2; kept for fidelity), `bounded` (`1 + a*tanh(z)`, unvoiced 1),
@@ -34,7 +45,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .pitch import PitchTrack, pitch_warped_positions
+from .pitch import PitchTrack, median_voiced_f0, pitch_warped_positions
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +70,14 @@ class RotaryTables:
         return RotaryTables(rep(self.cos), rep(self.sin), rep(self.angle), rep(self.radius))
 
 
+MEL_TOP_HZ = 8000.0
+# The theta at which the top mel channel turns by exactly pi per frame.
+MEL_THETA = 10000.0
+
+
 def mel_spaced_hz(count: int, device: torch.device | None = None) -> Tensor:
     """`count` frequencies in Hz, equally spaced on the mel scale from 0 to 8000 Hz (the seed's)."""
-    mel_max = 2595.0 * math.log10(1.0 + 8000.0 / 700.0)
+    mel_max = 2595.0 * math.log10(1.0 + MEL_TOP_HZ / 700.0)
     mel = torch.linspace(0.0, mel_max, count, device=device, dtype=torch.float32)
     return 700.0 * (torch.pow(10.0, mel / 2595.0) - 1.0)
 
@@ -74,6 +90,8 @@ def rotary_frequencies(kind: str, head_dim: int, theta: Tensor) -> Tensor:
         exponent = torch.arange(half, device=theta.device, dtype=torch.float32) * (-2.0 / head_dim)
         return torch.exp(exponent * torch.log(theta))
     if kind == "mel":
+        return math.pi * mel_spaced_hz(half, theta.device) / MEL_TOP_HZ * (MEL_THETA / theta)
+    if kind == "mel_seed_aliased":
         return theta / 220.0 * mel_spaced_hz(half, theta.device) / 1000.0
     raise ValueError(f"unknown rotary frequencies {kind!r}")
 
@@ -113,6 +131,7 @@ class PitchRotary(nn.Module):
         theta: float = 10000.0,
         learnable_theta: bool = False,
         theta_mode: str = "none",
+        additive_scale: float = 1.0,
         radius: str = "none",
         radius_scale: float = 0.5,
         reference_hz: float = 150.0,
@@ -122,6 +141,7 @@ class PitchRotary(nn.Module):
         self.num_heads = num_heads
         self.frequencies = frequencies
         self.theta_mode = theta_mode
+        self.additive_scale = additive_scale
         self.radius_mode = radius
         self.radius_scale = radius_scale
         self.reference_hz = reference_hz
@@ -160,9 +180,11 @@ class PitchRotary(nn.Module):
             return angle[None, None]
         if self.theta_mode == "additive":
             positions = torch.arange(length, device=device, dtype=torch.float32)
-            frequency = rotary_frequencies(self.frequencies, self.head_dim, theta + pitch.f0)  # (B, T, D/2)
+            theta_t = theta * (1.0 + self.additive_scale * pitch.f0 / self.reference_hz)
+            frequency = rotary_frequencies(self.frequencies, self.head_dim, theta_t)  # (B, T, D/2)
             return (positions[None, :, None] * frequency)[:, None]
-        positions = pitch_warped_positions(pitch, self.reference_hz)  # phase mode, (B, T)
+        reference = median_voiced_f0(pitch, self.reference_hz) if self.theta_mode == "phase_median" else self.reference_hz
+        positions = pitch_warped_positions(pitch, reference)  # phase modes, (B, T)
         frequency = rotary_frequencies(self.frequencies, self.head_dim, theta)
         return (positions[:, :, None] * frequency)[:, None]
 
@@ -196,7 +218,7 @@ class PitchRotary(nn.Module):
         theta = self.theta(angle.device)
         message = f"rotary[{self.theta_mode}/{self.radius_mode}] theta={theta.item():.1f}"
         if self.theta_mode == "additive" and pitch is not None:
-            effective = theta + pitch.f0[pitch.valid]
+            effective = theta * (1.0 + self.additive_scale * pitch.f0[pitch.valid] / self.reference_hz)
             message += f" theta_t mean={effective.mean().item():.1f} max={effective.max().item():.1f}"
         if self.theta_mode == "phase" and pitch is not None:
             # How far the pitch-warped clock runs ahead of (>1) or behind (<1) frame positions.

@@ -1,0 +1,285 @@
+"""Run an experiment plan: every (configuration, seed) trained at the plan's budget and evaluated,
+resumably, through :func:`echoasr.training.train` and :func:`echoasr.evaluation.evaluate` only.
+
+``OUT/runs/<configuration>/seed<k>/`` is one training run. Its ``result.json`` (written last,
+atomically) is the done-marker: a run that has one is skipped. A run with checkpoints but no
+finished training is resumed from its latest checkpoint (training's ``resume``); a finished
+training without a result is only evaluated. Runs go in parallel as separate processes (one torch
+thread each by default), like the demo's two trainings on two cores.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from echoasr import atomic
+from echoasr.errors import EchoError
+from echoasr.experiments.plans import Plan
+
+log = logging.getLogger(__name__)
+
+RESULT_FILE = "result.json"
+# Training options that may differ between a run's saved configuration and the plan without
+# changing the experiment: threads change no result; max_steps is checked on the finished run.
+_IGNORED_OPTIONS = {"threads", "max_steps"}
+
+
+@dataclass
+class RunTask:
+    configuration: str
+    seed: int
+    folder: str
+    data: str
+    config: dict[str, Any]  # the TrainConfig as a dict
+    test_sets: dict[str, str]  # name -> "DIR::split" or a manifest path
+    beams: int
+    threads: int | None
+    cache_dir: str | None
+
+
+def run_folder(out: Path, configuration: str, seed: int) -> Path:
+    return out / "runs" / configuration / f"seed{seed}"
+
+
+def test_sets(data: str | os.PathLike, split: str, human: str | os.PathLike | None) -> dict[str, str]:
+    sets = {split: f"{data}::{split}"}
+    if human is not None:
+        sets["human"] = str(human)
+    return sets
+
+
+def plan_tasks(plan: Plan, data, out: Path, seeds: int, threads: int | None, sets: dict[str, str],
+               cache_dir) -> list[RunTask]:
+    tasks = []
+    for configuration in plan.configurations:
+        for seed in range(seeds):
+            config = plan.train_config(configuration, seed, threads)
+            folder = run_folder(out, configuration.name, seed)
+            _check_same_config(folder, config.to_dict())
+            tasks.append(RunTask(configuration.name, seed, str(folder), str(data), config.to_dict(), sets,
+                                 plan.eval_beams, threads, None if cache_dir is None else str(cache_dir)))
+    return tasks
+
+
+def _check_same_config(folder: Path, expected: dict[str, Any]) -> None:
+    saved = folder / "train_config.yaml"
+    if not saved.is_file():
+        return
+    previous = yaml.safe_load(saved.read_text()) or {}
+    differing = sorted(k for k in set(previous) | set(expected)
+                       if k not in _IGNORED_OPTIONS and previous.get(k) != expected.get(k))
+    if differing:
+        raise EchoError(f"was started with another configuration ({', '.join(differing)} differ); "
+                        "use another --out for a changed plan", folder)
+
+
+def prepare_features(tasks: list[RunTask], progress: bool = True) -> None:
+    """Fill the feature cache once for every split and feature the runs need, before the runs
+    start in parallel (so no two processes extract the same features)."""
+    from echoasr.data import load_dataset_any
+    from echoasr.data.featurize import extract_features
+    from echoasr.features import FeatureSettings
+    from echoasr.model import EchoConfig
+    from echoasr.processor import model_features
+    from echoasr.training import TrainConfig
+
+    needs: dict[tuple[str, float, int | None], set[str]] = {}
+    for task in tasks:
+        config = TrainConfig.from_dict(task.config)
+        features = model_features(EchoConfig(vocab_size=64, **config.model))
+        needs.setdefault((config.f0_method, config.max_duration, config.train_limit), set()).update(features)
+    cache = tasks[0].cache_dir
+    if cache is None:
+        return
+    for (f0_method, max_duration, train_limit), features in needs.items():
+        sources = [(tasks[0].data, "train"), (tasks[0].data, "dev")] + [_source(s) for s in tasks[0].test_sets.values()]
+        for source, split in sources:
+            if split is not None and not _has_split(Path(source), split):
+                continue
+            utterances = load_dataset_any(source, split=split, max_duration=max_duration)
+            if split == "train" and train_limit:
+                utterances = utterances[:train_limit]  # what training reads
+            extract_features(utterances, sorted(features), FeatureSettings(f0_method=f0_method), cache_dir=cache,
+                             progress=progress, description=f"{split or Path(source).stem} features")
+
+
+def _has_split(folder: Path, split: str) -> bool:
+    return any((folder / f"{split}{suffix}").is_file() for suffix in (".tsv", ".jsonl"))
+
+
+def _source(test_set: str) -> tuple[str, str | None]:
+    source, _, split = test_set.partition("::")
+    return source, split or None
+
+
+def execute_run(task: RunTask) -> dict[str, Any]:
+    """Train (or resume) and evaluate one run; returns and writes its result."""
+    from echoasr import training
+    from echoasr.evaluation import evaluate
+    from echoasr.training import CONFIG_FILE, SUMMARY_FILE, TrainConfig
+
+    folder = Path(task.folder)
+    if (folder / RESULT_FILE).is_file():
+        return json.loads((folder / RESULT_FILE).read_text())
+    config = TrainConfig.from_dict(task.config)
+    summary = json.loads((folder / SUMMARY_FILE).read_text()) if (folder / SUMMARY_FILE).is_file() else None
+    if summary is None or summary["steps"] < config.max_steps:
+        if (folder / CONFIG_FILE).is_file():
+            log.info("%s: resuming from its latest checkpoint", folder)
+            summary = training.train(task.data, folder, resume=True, cache_dir=task.cache_dir, progress=False,
+                                     resume_overrides={"max_steps": config.max_steps, "threads": task.threads})
+        else:
+            summary = training.train(task.data, folder, config, cache_dir=task.cache_dir, progress=False)
+    sets = {}
+    for name, test_set in task.test_sets.items():
+        source, split = _source(test_set)
+        metrics = evaluate(folder, source, split=split, beams=task.beams, threads=task.threads,
+                           cache_dir=task.cache_dir, out=folder / "eval" / f"{name}.tsv", progress=False)
+        sets[name] = {"wer": metrics["wer"], "cer": metrics["cer"], "utterances": metrics["utterances"],
+                      **per_utterance_errors(Path(metrics["hypotheses"]))}
+    result = {
+        "configuration": task.configuration, "seed": task.seed,
+        "parameters": summary["parameters"], "steps": summary["steps"], "train_seconds": summary["train_seconds"],
+        "threads": summary["threads"], "dev": summary.get("dev"),
+        "log_history": summary.get("log_history", []), "sets": sets,
+    }
+    atomic.write_text(folder / RESULT_FILE, json.dumps(result) + "\n")
+    return result
+
+
+def per_utterance_errors(tsv: Path) -> dict[str, list]:
+    """Per-utterance word and character errors (and reference lengths) from evaluate's TSV; the
+    sums reproduce jiwer's corpus-level WER and CER."""
+    import jiwer
+
+    ids, word_errors, words, char_errors, chars = [], [], [], [], []
+    header, *lines = tsv.read_text(encoding="utf-8").splitlines()
+    columns = {name: index for index, name in enumerate(header.split("\t"))}
+    for line in lines:
+        cells = line.split("\t")
+        reference, hypothesis = cells[columns["reference"]], cells[columns["hypothesis"]]
+        ids.append(cells[columns["id"]])
+        word_errors.append(int(cells[columns["word_errors"]]))
+        words.append(int(cells[columns["reference_words"]]))
+        if reference:
+            measure = jiwer.process_characters(reference, hypothesis)
+            char_errors.append(measure.substitutions + measure.deletions + measure.insertions)
+            chars.append(measure.hits + measure.substitutions + measure.deletions)
+        else:
+            char_errors.append(0)
+            chars.append(0)
+    return {"ids": ids, "word_errors": word_errors, "words": words, "char_errors": char_errors, "chars": chars}
+
+
+def _steps_done(task: RunTask) -> int:
+    folder = Path(task.folder)
+    if (folder / RESULT_FILE).is_file():
+        return task.config["max_steps"]
+    try:
+        return int(json.loads((folder / "progress.json").read_text())["step"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def run_tasks(tasks: list[RunTask], parallel: int = 1, progress: bool = True) -> list[dict[str, Any]]:
+    """Execute every task (finished ones are read back), ``parallel`` processes at a time; one
+    progress bar counts training steps over the whole grid."""
+    from tqdm import tqdm
+
+    done = sum((Path(t.folder) / RESULT_FILE).is_file() for t in tasks)
+    if done:
+        log.info("%d of %d runs already finished: skipped", done, len(tasks))
+    total = sum(t.config["max_steps"] for t in tasks)
+    results: dict[int, dict[str, Any]] = {}
+    with tqdm(total=total, desc=f"experiment ({len(tasks)} runs)", unit="step", disable=not progress,
+              dynamic_ncols=True) as bar:
+        def refresh() -> None:
+            bar.n = sum(_steps_done(t) for t in tasks)
+            bar.set_postfix(runs=f"{len(results)}/{len(tasks)}")
+            bar.refresh()
+
+        if parallel <= 1:
+            for index, task in enumerate(tasks):
+                results[index] = execute_run(task)
+                refresh()
+        else:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(parallel, mp_context=context) as pool:
+                pending = {pool.submit(execute_run, task): index for index, task in enumerate(tasks)}
+                while pending:
+                    finished, _ = wait(pending, timeout=5, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        index = pending.pop(future)
+                        try:
+                            results[index] = future.result()
+                        except EchoError as error:
+                            raise EchoError(f"run {tasks[index].configuration} seed {tasks[index].seed}: {error}") from None
+                    refresh()
+    return [results[i] for i in range(len(tasks))]
+
+
+def run_experiment(plan: Plan, data: str | os.PathLike, out: str | os.PathLike, *, seeds: int | None = None,
+                   parallel: int = 1, threads: int | None = None, human: str | os.PathLike | None = None,
+                   split: str = "test_unseen", cache_dir: str | os.PathLike | None = None,
+                   progress: bool = True, plots: bool = True) -> dict[str, Any]:
+    """Run (or resume) ``plan`` on the corpus ``data`` into ``out``; writes ``results.json``,
+    ``report.md`` and plots, and returns the results."""
+    from echoasr.data.featurize import default_cache_dir
+    from echoasr.experiments.report import build_results, write_report
+
+    out = Path(out)
+    if not Path(data).is_dir() or not _has_split(Path(data), "train"):
+        raise EchoError("not a corpus folder with a train manifest", data)
+    if not _has_split(Path(data), split):
+        raise EchoError(f"has no {split} split (--split)", data)
+    if human is not None and not Path(human).is_file():
+        raise EchoError("no such human-set manifest", human)
+    seeds = seeds or plan.seeds
+    if threads is None and parallel > 1:
+        threads = 1
+    cache = cache_dir if cache_dir is not None else default_cache_dir(data)
+    tasks = plan_tasks(plan, data, out, seeds, threads, test_sets(data, split, human), cache)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    prepare_features(tasks, progress)
+    runs = run_tasks(tasks, parallel, progress)
+    results = build_results(plan, runs, settings={
+        "plan": plan.name, "data": str(data), "split": split, "human": None if human is None else str(human),
+        "seeds": seeds, "parallel": parallel, "threads": threads, "eval_beams": plan.eval_beams,
+        "wall_seconds_this_invocation": round(time.monotonic() - start, 1),
+        "plan_definition": asdict(plan),
+    })
+    figures = _utterance_figure(plan, data, split, out, seeds) if plots else {}
+    write_report(results, out, plots=plots, extra_figures=figures)
+    return results
+
+
+def _utterance_figure(plan: Plan, data, split: str, out: Path, seeds: int) -> dict[str, str]:
+    """f0, rotary angle/radius and attention maps for the first test utterance: the configuration
+    with every pitch mechanism (`all-pitch`, else the last one using pitch) against the first
+    (plain) configuration, seed 0."""
+    from echoasr.data import load_dataset_any
+    from echoasr.experiments.plots import draw_utterance
+    from echoasr.model import EchoConfig
+
+    plain = plan.configurations[0]
+    pitched = [c for c in plan.configurations[1:] if c.model.get("rotary_theta_mode", "none") != "none"
+               and EchoConfig(vocab_size=64, **plan.train_config(c, 0).model).attention_score == "dot"]
+    if not pitched:
+        return {}
+    chosen = next((c for c in pitched if c.name == "all-pitch"), pitched[-1])
+    utterance = load_dataset_any(data, split=split)[0]
+    path = out / "plots" / "utterance.png"
+    draw_utterance(run_folder(out, chosen.name, 0), run_folder(out, plain.name, 0), utterance, path)
+    return {f"One {split} utterance: f0, rotary angle and radius, layer-1 attention ({chosen.name} vs {plain.name}, "
+            "seed 0)": str(path.relative_to(out))}

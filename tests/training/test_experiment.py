@@ -1,0 +1,108 @@
+"""The experiment runner on a 2-configuration, 1-seed, few-step plan: results, report, resume."""
+
+import json
+import shutil
+
+import pytest
+
+from echoasr import training
+from echoasr.experiments.plans import load_plan
+from echoasr.experiments.runner import RESULT_FILE, run_experiment, run_folder
+
+PLAN = """
+name: tiny-test
+preset: tiny
+seeds: 1
+eval_beams: 1
+train: {max_steps: 6, save_steps: 3, eval_steps: 3, logging_steps: 1, batch_frames: 1200, warmup_steps: 2}
+configurations:
+  - name: plain
+    question: position
+    model: {features: [mel], rotary_theta_mode: none, rotary_radius: none, pitch_bias: false}
+  - name: phase
+    question: position
+    baseline: plain
+    description: + phase
+    model: {features: [mel], rotary_theta_mode: phase, rotary_radius: none, pitch_bias: false}
+"""
+
+
+@pytest.fixture
+def plan(tmp_path):
+    path = tmp_path / "plan.yaml"
+    path.write_text(PLAN)
+    return load_plan(path)
+
+
+def test_experiment_writes_results_and_report_and_resumes(tts_corpus, plan, tmp_path, monkeypatch):
+    out, cache = tmp_path / "exp", tmp_path / "cache"
+    options = dict(seeds=1, parallel=1, threads=1, split="test", human=tts_corpus / "dev.tsv", cache_dir=cache,
+                   progress=False)
+    results = run_experiment(plan, tts_corpus, out, **options)
+
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["configurations"].keys() == {"plain", "phase"}
+    for entry in saved["configurations"].values():
+        assert entry["steps"] == [6] and entry["seeds"] == [0] and entry["parameters"][0] > 0
+        for set_name in ("test", "human"):
+            cer = entry["sets"][set_name]["cer"]
+            assert 0.0 <= cer["mean"] and cer["n"] == 1 and cer["low"] is None
+    run = json.loads((run_folder(out, "plain", 0) / RESULT_FILE).read_text())
+    per_utterance = run["sets"]["test"]
+    # per-utterance errors reproduce evaluate's corpus-level figures
+    assert sum(per_utterance["char_errors"]) / sum(per_utterance["chars"]) == pytest.approx(per_utterance["cer"])
+    assert sum(per_utterance["word_errors"]) / sum(per_utterance["words"]) == pytest.approx(per_utterance["wer"])
+    comparisons = {(c["system"], c["baseline"], c["set"], c["metric"]) for c in saved["comparisons"]}
+    assert ("phase", "plain", "test", "cer") in comparisons and len(comparisons) == 4
+    assert results["steps_to_threshold"]["available"]  # dev CER logged at steps 3 and 6
+    report = (out / "report.md").read_text()
+    assert "`phase` vs `plain`" in report and "significant" in report and "plots/error_rates.png" in report
+    assert (out / "plots" / "error_rates.png").stat().st_size > 1000
+    assert (out / "plots" / "training_curves.png").is_file()
+    assert (out / "plots" / "utterance.png").stat().st_size > 1000 and "plots/utterance.png" in report
+
+    # Resume: a killed run (a checkpoint at step 3, no final summary, no result) continues from its
+    # checkpoint; the finished run is not touched.
+    killed = run_folder(out, "phase", 0)
+    shutil.rmtree(killed)
+    config = plan.train_config(plan.configuration("phase"), 0, threads=1)
+    training.train(tts_corpus, killed, config.merged({"max_steps": 3}), cache_dir=cache, progress=False)
+    (killed / training.SUMMARY_FILE).unlink()
+    (killed / "model.safetensors").unlink()
+    assert (killed / "checkpoint-3").is_dir() and not (killed / RESULT_FILE).exists()
+    finished_result = (run_folder(out, "plain", 0) / RESULT_FILE).stat().st_mtime_ns
+
+    calls = []
+    real_train = training.train
+    monkeypatch.setattr(training, "train", lambda *a, **k: calls.append(k) or real_train(*a, **k))
+    results = run_experiment(plan, tts_corpus, out, **options)
+    assert len(calls) == 1 and calls[0]["resume"] is True  # only the killed run trained, resumed
+    assert (run_folder(out, "plain", 0) / RESULT_FILE).stat().st_mtime_ns == finished_result
+    resumed = json.loads((killed / RESULT_FILE).read_text())
+    assert resumed["steps"] == 6
+    # the resumed history starts with the killed run's steps 1-3 (restored from the checkpoint)
+    assert [e["step"] for e in resumed["log_history"] if "loss" in e][:3] == [1, 2, 3]
+    assert results["configurations"]["phase"]["steps"] == [6]
+
+
+def test_changed_plan_refuses_an_existing_run(tts_corpus, plan, tmp_path):
+    from echoasr.errors import EchoError
+
+    out = tmp_path / "exp"
+    folder = run_folder(out, "plain", 0)
+    config = plan.train_config(plan.configuration("plain"), 0).merged({"learning_rate": 1e-4})
+    folder.mkdir(parents=True)
+    (folder / "train_config.yaml").write_text(__import__("yaml").safe_dump(config.to_dict()))
+    with pytest.raises(EchoError, match="learning_rate"):
+        run_experiment(plan, tts_corpus, out, seeds=1, split="test", progress=False)
+
+
+def test_builtin_plans_are_valid_and_compare_one_change():
+    quick, full = load_plan("quick"), load_plan("full")
+    assert len(quick.configurations) >= 8 and quick.seeds == 3
+    assert {"no-positions", "additive", "radius-raw", "world", "waveform", "mel+f0-hz", "seed"} <= \
+        {c.name for c in full.configurations}
+    for plan in (quick, full):
+        assert all(c.baselines for c in plan.configurations[1:])
+        steps = {plan.train_config(c, 0).max_steps for c in plan.configurations}
+        assert len(steps) == 1  # equal budgets
