@@ -40,7 +40,9 @@ def test_tune_saves_settings_that_evaluate_uses(trained_run, tts_corpus, text_lm
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["lm"] is None
 
 
-def test_transcribe_with_lm_writes_only_lexicon_words(trained_run, tts_corpus, text_lm, tmp_path, capsys):
+def test_transcribe_cli_with_lm_and_formats(trained_run, tts_corpus, text_lm, tmp_path, capsys):
+    """The CLI path; the 30-step model's CTC head hears nothing yet, so the texts are mostly empty
+    (lexicon words, times and n-best on real output: tests/test_decoding.py)."""
     from echoasr.lm.arpa import vocabulary
 
     run, _ = trained_run
