@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_command(commands)
     _add_transcribe_command(commands)
     _add_demo_command(commands)
+    _add_lm_commands(commands)
     _add_experiment_command(commands)
     return parser
 
@@ -149,6 +150,9 @@ def _add_decoding_options(parser: argparse.ArgumentParser, model_required: bool 
     parser.add_argument("--beam", type=int, default=8, help="beam size (default 8; 1 = greedy)")
     parser.add_argument("--bf16", action="store_true", help="decode under bf16 autocast")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--lm", default=None, metavar="PATH|none|default",
+                        help="word LM (ARPA) for CTC beam search + attention rescoring; 'none': off, 'default': "
+                        "the general English model (default: the LM tuned for the model, if any)")
 
 
 def _add_average_command(subparsers) -> None:
@@ -197,7 +201,7 @@ def _add_evaluate_command(subparsers) -> None:
         result = evaluation.evaluate(args.model, args.data, split=args.split, beams=args.beam, ctc_weight=args.ctc_weight,
                                      ctc_greedy=args.ctc_greedy, bf16=args.bf16, workers=args.workers,
                                      cache_dir=args.cache_dir, out=args.out, threads=args.threads,
-                                     references=args.reference)
+                                     references=args.reference, lm=args.lm)
         print(evaluation.format_result(result))
         if args.json:
             print(json.dumps(result))
@@ -214,13 +218,29 @@ def _add_transcribe_command(subparsers) -> None:
     _add_decoding_options(parser)
     parser.add_argument("audio", nargs="+", metavar="AUDIO")
     parser.add_argument("--chunk-seconds", type=float, default=None, help="longest chunk (default: the model's limit)")
+    parser.add_argument("--format", default="text", choices=["text", "json", "srt", "vtt"],
+                        help="text: PATH<TAB>TEXT; json: one object per file with timed words, confidences, "
+                        "n-best; srt/vtt: subtitles (default text)")
+    parser.add_argument("--out-dir", default=None, metavar="DIR", help="write DIR/<name>.<format> per file instead of printing")
 
     def handler(args: argparse.Namespace) -> int:
-        from echoasr.transcribe import transcribe
+        from pathlib import Path
 
-        for path, text in transcribe(args.model, args.audio, beams=args.beam, chunk_seconds=args.chunk_seconds,
-                                     bf16=args.bf16, threads=args.threads):
-            print(f"{path}\t{text}")
+        from echoasr import atomic
+        from echoasr.formats import render
+        from echoasr.transcribe import transcribe_detailed
+
+        if args.format in ("srt", "vtt") and len(args.audio) > 1 and not args.out_dir:
+            raise EchoError(f"{args.format} subtitles of several files need --out-dir")
+        results = transcribe_detailed(args.model, args.audio, beams=args.beam, chunk_seconds=args.chunk_seconds,
+                                      bf16=args.bf16, threads=args.threads, lm=args.lm)
+        for path, transcript, duration in results:
+            rendered = render(args.format, path, transcript, duration)
+            if args.out_dir:
+                suffix = "txt" if args.format == "text" else args.format
+                atomic.write_text(Path(args.out_dir) / f"{Path(path).stem}.{suffix}", rendered)
+            else:
+                print(rendered, end="")
         return 0
 
     parser.set_defaults(handler=handler)
@@ -253,6 +273,59 @@ def _add_demo_command(subparsers) -> None:
                         human_limit=args.human_limit)
 
     parser.set_defaults(handler=handler)
+
+
+def _add_lm_commands(commands: argparse._SubParsersAction) -> None:
+    lm = commands.add_parser("lm", help="word language models: build, convert, tune for a model")
+    actions = lm.add_subparsers(dest="lm_command", metavar="ACTION", required=True)
+    build = actions.add_parser("build", help="estimate an n-gram ARPA model from text files (IRSTLM)")
+    build.add_argument("text", nargs="+", metavar="TEXT", help="text files, one sentence a line")
+    build.add_argument("--order", type=int, default=3)
+    build.add_argument("--out", required=True, metavar="LM.arpa")
+    build.add_argument("--characters", action="store_true",
+                       help="a character LM ('|' between words) for lexicon-free decoding of any word")
+    build.set_defaults(handler=_lm_build)
+    default = actions.add_parser("default", help="the general English model (pocketsphinx's, as ARPA)")
+    default.add_argument("--out", default=None, metavar="LM.arpa", help="default: the cache ($ECHOASR_CACHE)")
+    default.set_defaults(handler=_lm_default)
+    tune = actions.add_parser("tune", help="tune LM weight, word bonus, rescoring weight on a dev set; save with the model")
+    tune.add_argument("--model", required=True, metavar="RUN")
+    tune.add_argument("--data", required=True, help="development manifest or dataset folder (never the test set)")
+    tune.add_argument("--split", default=None)
+    tune.add_argument("--lm", required=True, metavar="LM.arpa")
+    tune.add_argument("--limit", type=int, default=None, help="at most N utterances (a fixed random sample)")
+    tune.add_argument("--no-save", action="store_true", help="print the result only")
+    tune.add_argument("--threads", type=int, default=None)
+    tune.set_defaults(handler=_lm_tune)
+
+
+def _lm_build(args: argparse.Namespace) -> int:
+    from echoasr.lm.arpa import build_lm, vocabulary
+
+    path = build_lm(args.text, args.out, order=args.order, characters=args.characters)
+    print(f"{path}: order {args.order}, {len(vocabulary(path))} {'characters' if args.characters else 'words'}")
+    return 0
+
+
+def _lm_default(args: argparse.Namespace) -> int:
+    from echoasr.lm.arpa import convert_pocketsphinx
+
+    print(convert_pocketsphinx(args.out))
+    return 0
+
+
+def _lm_tune(args: argparse.Namespace) -> int:
+    import json
+
+    from echoasr.tuning import tune
+
+    result = tune(args.model, args.data, args.lm, split=args.split, limit=args.limit, save=not args.no_save,
+                  threads=args.threads)
+    print(f"best on {result['tuned_on']} ({result['utterances']} utterances): lm_weight {result['lm_weight']:g}, "
+          f"word_bonus {result['word_bonus']:g}, rescore_weight {result['rescore_weight']:g}: "
+          f"WER {100 * result['dev_wer']:.2f}%" + (f"; saved to {result['saved']}" if "saved" in result else ""))
+    print(json.dumps(result))
+    return 0
 
 
 def _add_experiment_command(subparsers) -> None:

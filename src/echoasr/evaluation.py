@@ -90,16 +90,24 @@ def _rate(errors: int, total: int) -> float:
 
 def decode_dataset(model, processor, dataset, *, beams: int = 1, ctc_weight: float | None = None,
                    ctc_greedy: bool = False, batch_frames: int = DEFAULT_BATCH_FRAMES, bf16: bool = False,
-                   progress: bool = True, **generate_options) -> list[str]:
-    """Hypotheses (text) for every item of a :class:`~echoasr.data.featurize.SpeechDataset`, in order."""
+                   progress: bool = True, decoding=None) -> list[str]:
+    """Hypotheses (text) for every item of a :class:`~echoasr.data.featurize.SpeechDataset`, in order:
+    the CTC best path (``ctc_greedy``), or :func:`echoasr.decoding.decode_transcripts` with the
+    :class:`~echoasr.decoding.DecodingOptions` ``decoding`` (default: ``beams`` and ``ctc_weight``,
+    no LM, hallucination guard on)."""
     import torch
     from tqdm import tqdm
 
     from echoasr.data.collate import FrameBatchSampler
+    from echoasr.decoding import DecodingOptions, decode_transcripts
 
+    if not ctc_greedy:
+        options = decoding or DecodingOptions(beams=beams, ctc_weight=ctc_weight)
+        transcripts = decode_transcripts(model, processor, dataset, options, batch_frames=batch_frames, bf16=bf16,
+                                         progress=progress)
+        return [t.text for t in transcripts]
     device = next(model.parameters()).device
-    frames = max(1, batch_frames // max(1, beams))
-    sampler = FrameBatchSampler(dataset.lengths, frames, shuffle=False, max_items=64)
+    sampler = FrameBatchSampler(dataset.lengths, batch_frames, shuffle=False, max_items=64)
     collate = processor.collator()
     texts: list[str] = [""] * len(dataset)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
@@ -108,12 +116,7 @@ def decode_dataset(model, processor, dataset, *, beams: int = 1, ctc_weight: flo
         for indices in sampler:
             batch = collate([{"features": dataset.features[i]} for i in indices])
             features = {name: tensor.to(device) for name, tensor in batch["features"].items()}
-            lengths = batch["feature_lengths"].to(device)
-            if ctc_greedy:
-                ids = model.ctc_greedy_decode(features, lengths)
-            else:
-                ids = model.generate(features=features, feature_lengths=lengths, num_beams=beams,
-                                     ctc_weight=ctc_weight, **generate_options)
+            ids = model.ctc_greedy_decode(features, batch["feature_lengths"].to(device))
             for index, row in zip(indices, ids.tolist(), strict=True):
                 texts[index] = processor.decode(row)
             bar.update(len(indices))
@@ -160,6 +163,7 @@ def evaluate(
     threads: int | None = None,
     references: str | Sequence[str] = (),
     progress: bool = True,
+    lm: str | None = None,
 ) -> dict[str, Any]:
     """Decode every utterance of ``data`` (manifest or dataset folder + ``split``) with the model at
     ``model_path`` and score it; the reference recognisers named in ``references``
@@ -167,7 +171,8 @@ def evaluate(
 
     Per-utterance hypotheses (TSV) go to ``out`` (default ``<model>/eval/<data name>.tsv``), a
     reference's beside it as ``<stem>.<recogniser>.tsv`` (none without a model or ``out``).
-    ``model_path`` may be None when ``references`` are given.
+    ``model_path`` may be None when ``references`` are given. ``lm``: an ARPA file, ``"none"``,
+    ``"default"``, or None for the LM saved with the model (:func:`echoasr.decoding.resolve_options`).
     """
     from echoasr.processor import resolve_model_dir
     from echoasr.references import parse_names, require, score_reference
@@ -186,7 +191,7 @@ def evaluate(
     if model_path is not None:
         with torch_threads(threads):
             hypotheses, facts = _decode_test_set(model_path, utterances, beams, ctc_weight, ctc_greedy, batch_frames,
-                                                 bf16, workers, cache_dir, progress)
+                                                 bf16, workers, cache_dir, progress, lm)
         write_hypotheses(target, utterances, hypotheses, facts["failed"], facts.pop("chunks"))
         result |= {**score([u.text for u in utterances], hypotheses), **facts, "model": str(model_path),
                    "hypotheses": str(target)}
@@ -203,13 +208,15 @@ def evaluate(
 
 
 def _decode_test_set(model_path, utterances, beams, ctc_weight, ctc_greedy, batch_frames, bf16, workers, cache_dir,
-                     progress) -> tuple[list[str], dict[str, Any]]:
+                     progress, lm=None) -> tuple[list[str], dict[str, Any]]:
     """Hypotheses for every utterance (empty where its audio failed) and the run's facts."""
     import torch
 
+    from echoasr.decoding import options_summary, resolve_options
     from echoasr.processor import load_pretrained
 
     model, processor = load_pretrained(model_path)
+    options = None if ctc_greedy else resolve_options(model_path, lm, beams=beams, ctc_weight=ctc_weight)
     start = time.perf_counter()
     chunks, failed = model_inputs(utterances, processor, cache_dir=cache_dir, workers=workers, progress=progress)
     if len(failed) == len(utterances):
@@ -217,11 +224,13 @@ def _decode_test_set(model_path, utterances, beams, ctc_weight, ctc_greedy, batc
     feature_seconds = time.perf_counter() - start
     start = time.perf_counter()
     hypotheses = decode_chunks(model, processor, chunks, beams=beams, ctc_weight=ctc_weight, ctc_greedy=ctc_greedy,
-                               batch_frames=batch_frames, bf16=bf16, progress=progress)
+                               batch_frames=batch_frames, bf16=bf16, progress=progress, decoding=options)
     decode_seconds = time.perf_counter() - start
     frames = [sum(_frames(piece) for piece in pieces) for pieces in chunks]
     audio_seconds = sum(u.duration or n * FRAME_PERIOD for u, n in zip(utterances, frames, strict=True))
     decoding = "ctc-greedy" if ctc_greedy else ("attention" if model.ctc_head is None or ctc_weight == 0 else "joint")
+    if options is not None and options.lm is not None:
+        decoding = f"ctc+lm, attention rescoring {options.rescore_weight:g}"
     return hypotheses, {
         "chunked": sum(len(pieces) > 1 for pieces in chunks),
         "failed": failed,
@@ -232,6 +241,8 @@ def _decode_test_set(model_path, utterances, beams, ctc_weight, ctc_greedy, batc
         "feature_seconds": round(feature_seconds, 2),
         "decode_seconds": round(decode_seconds, 2),
         "decoding": decoding,
+        "lm": None if options is None else options.lm,
+        "lm_options": None if options is None or options.lm is None else options_summary(options),
         "beams": 1 if ctc_greedy else beams,
         "bf16": bf16,
         "threads": torch.get_num_threads(),

@@ -73,30 +73,73 @@ def transcribe(
     bf16: bool = False,
     threads: int | None = None,
     progress: bool = True,
+    lm: str | None = None,
 ) -> list[tuple[str, str]]:
     """(path, text) for every file, in order. A bad file stops the run before any decoding."""
+    results = transcribe_detailed(model_path, paths, beams=beams, chunk_seconds=chunk_seconds,
+                                  batch_frames=batch_frames, bf16=bf16, threads=threads, progress=progress, lm=lm)
+    return [(path, transcript.text) for path, transcript, _ in results]
+
+
+def transcribe_detailed(
+    model_path: str | os.PathLike,
+    paths: Sequence[str | os.PathLike],
+    *,
+    beams: int = 8,
+    chunk_seconds: float | None = None,
+    batch_frames: int | None = None,
+    bf16: bool = False,
+    threads: int | None = None,
+    progress: bool = True,
+    lm: str | None = None,
+):
+    """(path, :class:`~echoasr.decoding.Transcript`, duration in seconds) for every file: text,
+    timed words with confidences (times from the start of the file), and the n-best list (for a
+    file decoded in one piece). ``lm``: see :func:`echoasr.decoding.resolve_options`."""
     from echoasr.evaluation import torch_threads
 
     with torch_threads(threads):
-        return _transcribe(model_path, paths, beams, chunk_seconds, batch_frames, bf16, progress)
+        return _transcribe(model_path, paths, beams, chunk_seconds, batch_frames, bf16, progress, lm)
 
 
-def _transcribe(model_path, paths, beams, chunk_seconds, batch_frames, bf16, progress) -> list[tuple[str, str]]:
+def _transcribe(model_path, paths, beams, chunk_seconds, batch_frames, bf16, progress, lm):
     from tqdm import tqdm
 
     from echoasr.audio import load_audio
-    from echoasr.evaluation import DEFAULT_BATCH_FRAMES, decode_chunks
+    from echoasr.data.featurize import SpeechDataset
+    from echoasr.decoding import Transcript, decode_transcripts, resolve_options
+    from echoasr.evaluation import DEFAULT_BATCH_FRAMES
+    from echoasr.lm.decoding import Word
     from echoasr.processor import load_pretrained
 
     audios = [load_audio(path) for path in paths]  # a bad file fails before any work
     model, processor = load_pretrained(model_path)
+    options = resolve_options(model_path, lm, beams=beams)
     chunk_seconds = chunk_seconds or processor.max_duration
-    chunks = []
-    for path, audio in tqdm(list(zip(paths, audios, strict=True)), desc="features", unit="file",
-                            disable=not progress or len(paths) < 2):
-        chunks.append(chunk_features(processor, audio, chunk_seconds))
-        if len(chunks[-1]) > 1:
-            log.info("%s: %.1f s cut into %d chunks", path, len(audio) / SAMPLE_RATE, len(chunks[-1]))
-    texts = decode_chunks(model, processor, chunks, beams=beams, batch_frames=batch_frames or DEFAULT_BATCH_FRAMES,
-                          bf16=bf16, progress=progress and sum(map(len, chunks)) > 1)
-    return [(str(Path(path)), text) for path, text in zip(paths, texts, strict=True)]
+    owners, offsets, features = [], [], []
+    bar = tqdm(total=len(paths), desc="features", unit="file", disable=not progress or len(paths) < 2)
+    for index, (path, audio) in enumerate(zip(paths, audios, strict=True)):
+        cuts = silence_cuts(audio, chunk_seconds)
+        if len(cuts) > 1:
+            log.info("%s: %.1f s cut into %d chunks", path, len(audio) / SAMPLE_RATE, len(cuts))
+        for start, end in cuts:
+            features.append(processor.extract(audio[start:end]))
+            owners.append(index)
+            offsets.append(start / SAMPLE_RATE)
+        bar.update()
+    bar.close()
+    pieces = decode_transcripts(model, processor, SpeechDataset(features), options,
+                                batch_frames=batch_frames or DEFAULT_BATCH_FRAMES, bf16=bf16,
+                                progress=progress and len(features) > 1)
+    merged = [Transcript("") for _ in paths]
+    chunks = [owners.count(index) for index in range(len(paths))]
+    for owner, offset, piece in zip(owners, offsets, pieces, strict=True):
+        target = merged[owner]
+        if piece.text:
+            target.text = f"{target.text} {piece.text}".strip()
+        target.words += [Word(w.word, round(w.start + offset, 3), round(w.end + offset, 3), w.confidence)
+                         for w in piece.words]
+        if chunks[owner] == 1:
+            target.nbest = piece.nbest
+    return [(str(Path(path)), transcript, len(audio) / SAMPLE_RATE)
+            for path, transcript, audio in zip(paths, merged, audios, strict=True)]

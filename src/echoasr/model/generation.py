@@ -364,6 +364,7 @@ def generate(
     ctc_candidates: int | None = None,
     no_repeat_ngram_size: int | None = None,
     max_length_ratio: float | None = None,
+    token_limits: Tensor | None = None,
     use_cache: bool = True,
     encoder_outputs: EncoderOutput | None = None,
     generation_config: Any = None,
@@ -376,7 +377,8 @@ def generate(
     `config.max_target_positions` (HF's `max_length` counts the start token, so it means
     `max_length - 1` new tokens), `max_length_ratio` 1.0, `length_penalty` 1.0, `ctc_weight` =
     `config.decode_ctc_weight` when the model has a CTC head (always 0 without one),
-    `ctc_candidates` = max(10, 1.5 * beams), `no_repeat_ngram_size` 0 (off)."""
+    `ctc_candidates` = max(10, 1.5 * beams), `no_repeat_ngram_size` 0 (off). `token_limits` (B,)
+    caps each utterance's output (EOS included) further."""
     unknown = set(kwargs) - _IGNORED_KWARGS - set(_DEFAULT_ONLY_KWARGS)
     if unknown:
         raise TypeError(f"generate() got unsupported arguments {sorted(unknown)}")
@@ -411,6 +413,8 @@ def generate(
         encoder_outputs = model.encode(features, feature_lengths)
     per_utterance = torch.ceil(encoder_outputs.lengths.float() * ratio).long() + 1
     limits = per_utterance.clamp(min=1, max=new_tokens)
+    if token_limits is not None:  # per-utterance caps (EOS included), e.g. from the CTC best path
+        limits = torch.minimum(limits, token_limits.to(limits.device).clamp_min(1))
     longest = limits.max()
     if synced_gpus and torch.distributed.is_available() and torch.distributed.is_initialized():
         longest = longest.clone()  # ranks keep stepping together: room for the longest of all

@@ -1,0 +1,220 @@
+"""Features to transcripts: the model's joint CTC/attention beam search, or CTC beam search with a
+word language model rescored by the attention decoder; guarded against hallucination; with word
+times, confidences and n-best lists.
+
+Where the model (``echoasr.model``) and the language model (``echoasr.lm``) meet; the model package
+never sees the LM.
+
+* **Guard** (on by default, needs a CTC head): an utterance whose CTC best path is empty (every
+  frame's best token is the blank: silence, noise, a tone) gives an empty transcript without
+  running the attention decoder, which would otherwise write a plausible sentence; and the
+  attention decoder may write at most ``1.5 x`` the CTC best path's tokens + 4 (besides the
+  length limit from the audio in ``generate``).
+* **LM decoding**: flashlight's lexicon beam search over the CTC log-probabilities with the word
+  LM (:mod:`echoasr.lm.decoding`) gives an n-best list; each hypothesis is then scored by the
+  attention decoder teacher-forced (WeNet's attention rescoring) and ranked by
+  ``search score + rescore_weight * log p_att``.
+* **Times**: a word's start is its first token's CTC frame, its end one frame after its last
+  token's (frames of ``10 ms x subsampling``); hypotheses of the attention decoder are aligned
+  to the CTC log-probabilities (Viterbi) first. Confidence: geometric mean of the CTC posteriors
+  of the word's tokens at their frames.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from echoasr import atomic
+from echoasr.errors import EchoError
+from echoasr.lm.decoding import Hypothesis, LMOptions, Word, ctc_align, word_timings
+
+log = logging.getLogger(__name__)
+
+LM_CONFIG = "lm.json"  # beside the model weights: which LM and its tuned weights
+
+
+@dataclass
+class DecodingOptions:
+    beams: int = 8
+    ctc_weight: float | None = None  # joint search; None: the model's
+    lm: str | None = None  # ARPA file; None: no LM
+    lm_weight: float = 0.5
+    word_bonus: float = 0.0
+    rescore_weight: float = 1.0  # attention rescoring of the LM n-best (0: off)
+    lm_beam: int = 32
+    nbest: int = 8  # hypotheses kept from the LM search (and reported)
+    guard: bool = True
+
+
+@dataclass
+class Transcript:
+    text: str
+    words: list[Word] = field(default_factory=list)
+    nbest: list[tuple[str, float | None]] = field(default_factory=list)  # (text, score), best first
+
+
+def read_lm_config(model_dir: str | os.PathLike) -> dict[str, Any] | None:
+    path = Path(model_dir) / LM_CONFIG
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise EchoError(f"not an LM config: {error}", path) from None
+
+
+def write_lm_config(model_dir: str | os.PathLike, settings: dict[str, Any]) -> Path:
+    path = Path(model_dir) / LM_CONFIG
+    atomic.write_text(path, json.dumps(settings, indent=1) + "\n")
+    return path
+
+
+def resolve_options(model_path: str | os.PathLike, lm: str | None, **options: Any) -> DecodingOptions:
+    """Decoding options for a model: ``lm`` None uses the LM saved with the model (``lm.json``, if
+    any, with its tuned weights), ``"none"`` none, ``"default"`` the general English model, else
+    the ARPA file at that path (with the saved weights when it is the saved LM). Explicit options
+    (not None) win."""
+    from echoasr.processor import resolve_model_dir
+
+    saved = read_lm_config(resolve_model_dir(model_path)) or {}
+    chosen = DecodingOptions()
+    if lm is None:
+        lm = saved.get("lm")
+    elif lm == "none":
+        lm = None
+    elif lm == "default":
+        from echoasr.lm.arpa import default_lm
+
+        lm = str(default_lm())
+    if lm is not None:
+        if not Path(lm).is_file():
+            raise EchoError("no such language model file", lm)
+        chosen.lm = str(lm)
+        if saved.get("lm") and Path(saved["lm"]).resolve() == Path(lm).resolve():
+            for name in ("lm_weight", "word_bonus", "rescore_weight"):
+                if name in saved:
+                    setattr(chosen, name, float(saved[name]))
+    for name, value in options.items():
+        if value is not None:
+            setattr(chosen, name, value)
+    return chosen
+
+
+class SpeechDecoder:
+    """Decodes batches of features with one model and one set of :class:`DecodingOptions`."""
+
+    def __init__(self, model, processor, options: DecodingOptions):
+        from echoasr.audio import FRAME_PERIOD
+
+        self.model, self.processor, self.options = model, processor, options
+        self.has_ctc = model.ctc_head is not None
+        self.frame_seconds = FRAME_PERIOD * model.config.subsampling
+        self.lm_decoder = None
+        if options.lm is not None:
+            if not self.has_ctc:
+                raise EchoError("LM decoding needs a model with a CTC head")
+            from echoasr.lm.decoding import make_decoder
+
+            self.lm_decoder = make_decoder(options.lm, processor.tokenizer, LMOptions(
+                lm_weight=options.lm_weight, word_bonus=options.word_bonus, beam=options.lm_beam, nbest=options.nbest))
+
+    def set_lm_weights(self, lm_weight: float, word_bonus: float) -> None:
+        self.options.lm_weight, self.options.word_bonus = lm_weight, word_bonus
+        self.lm_decoder.set_weights(lm_weight, word_bonus)
+
+    def decode_batch(self, features, lengths) -> list[Transcript]:
+        import torch
+
+        from echoasr.model.rescoring import ctc_speech_evidence, select_rows, token_limits
+
+        model = self.model
+        encoder = model.encode(features, lengths)
+        batch = encoder.hidden.shape[0]
+        log_probs = model.ctc_log_probs(encoder) if self.has_ctc else None
+        rows = list(range(batch))
+        limits = None
+        if log_probs is not None and self.options.guard:
+            heard, _ = ctc_speech_evidence(log_probs, encoder.lengths, model.config.pad_token_id)
+            rows = [b for b in rows if heard[b] > 0]
+            limits = token_limits(heard)
+        transcripts = [Transcript("") for _ in range(batch)]
+        if not rows:
+            return transcripts
+        frames = encoder.lengths.tolist()
+        ctc = None if log_probs is None else log_probs.float().cpu().numpy()
+        if self.lm_decoder is not None:
+            for b in rows:
+                transcripts[b] = self._decode_with_lm(encoder, b, ctc[b, : frames[b]])
+            return transcripts
+        index = torch.tensor(rows, device=encoder.lengths.device)
+        ids = model.generate(encoder_outputs=select_rows(encoder, index), num_beams=self.options.beams,
+                             ctc_weight=self.options.ctc_weight,
+                             token_limits=None if limits is None else limits[index])
+        tokenizer = self.processor.tokenizer
+        for b, row in zip(rows, ids.tolist(), strict=True):
+            text = self.processor.decode(row)
+            transcript = Transcript(text, nbest=[(text, None)])  # the joint search reports no scores
+            if ctc is not None and text:
+                tokens = [t for t in row if 3 < t < tokenizer.vocab_size]
+                aligned = Hypothesis(text, tokens, ctc_align(ctc[b, : frames[b]], tokens), 0.0)
+                transcript.words = word_timings(aligned, ctc[b], tokenizer, self.frame_seconds)
+            transcripts[b] = transcript
+        return transcripts
+
+    def _decode_with_lm(self, encoder, row: int, log_probs) -> Transcript:
+        from echoasr.model.rescoring import sequence_log_probs
+
+        hypotheses = self.lm_decoder.decode(log_probs)
+        tokenizer = self.processor.tokenizer
+        if self.options.rescore_weight and len(hypotheses) > 1:
+            sequences = [tokenizer.encode(h.text) for h in hypotheses]
+            attention = sequence_log_probs(self.model, encoder, sequences, [row] * len(sequences)).tolist()
+            for hypothesis, score in zip(hypotheses, attention, strict=True):
+                hypothesis.attention_score = score
+                hypothesis.score += self.options.rescore_weight * score
+            hypotheses.sort(key=lambda h: -h.score)
+        best = hypotheses[0]
+        return Transcript(best.text, word_timings(best, log_probs, tokenizer, self.frame_seconds),
+                          [(h.text, round(h.score, 4)) for h in hypotheses])
+
+
+def decode_transcripts(model, processor, dataset, options: DecodingOptions, *, batch_frames: int,
+                       bf16: bool = False, progress: bool = True, decoder: SpeechDecoder | None = None) -> list[Transcript]:
+    """A :class:`Transcript` for every item of a :class:`~echoasr.data.featurize.SpeechDataset`, in order."""
+    import torch
+    from tqdm import tqdm
+
+    from echoasr.data.collate import FrameBatchSampler
+
+    decoder = decoder or SpeechDecoder(model, processor, options)
+    device = next(model.parameters()).device
+    frames = max(1, batch_frames // max(1, options.beams))
+    sampler = FrameBatchSampler(dataset.lengths, frames, shuffle=False, max_items=64)
+    collate = processor.collator()
+    results: list[Transcript] = [Transcript("")] * len(dataset)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    bar = tqdm(total=len(dataset), desc="decoding", unit="utt", disable=not progress, dynamic_ncols=True)
+    with bar, torch.inference_mode(), autocast:
+        for indices in sampler:
+            batch = collate([{"features": dataset.features[i]} for i in indices])
+            features = {name: tensor.to(device) for name, tensor in batch["features"].items()}
+            for index, transcript in zip(indices, decoder.decode_batch(features, batch["feature_lengths"].to(device)),
+                                         strict=True):
+                results[index] = transcript
+            bar.update(len(indices))
+    return results
+
+
+def options_summary(options: DecodingOptions) -> dict[str, Any]:
+    summary = dataclasses.asdict(options)
+    if options.lm is None:
+        for name in ("lm_weight", "word_bonus", "rescore_weight", "lm_beam", "nbest"):
+            summary.pop(name)
+    return summary
