@@ -1,5 +1,6 @@
 """`echoasr demo` end to end at toy scale: a 12-utterance corpus, 3 human prompts, two tiny models
-trained 3 steps each; then a second run reuses everything."""
+trained 3 steps each, the LM tuned on dev, evaluation with and without it; then a second run
+reuses everything."""
 
 import json
 import shutil
@@ -35,18 +36,24 @@ def test_demo_builds_trains_evaluates_and_reuses(tmp_path, capsys, monkeypatch):
     assert main(options) == 0
     first = capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
-    assert set(results["scores"]) == {"pitch", "plain"}
+    columns = {"pitch lm": "pitch", "pitch no-lm": "pitch", "plain lm": "plain", "plain no-lm": "plain"}
+    assert set(results["scores"]) == set(columns)
     manifests = {"test_seen": out / "data/synth/test_seen.tsv", "test_unseen": out / "data/synth/test_unseen.tsv",
                  "human": out / "data/human/human.tsv"}
-    for label in ("pitch", "plain"):
-        assert set(results["scores"][label]) == set(manifests)
+    for column, label in columns.items():
+        assert set(results["scores"][column]) == set(manifests)
+        # the LM column decodes with the LM tuned on dev and saved with the model; the other without
+        saved = json.loads((out / "runs" / label / "lm.json").read_text())
+        assert "dev" in saved["tuned_on"] and len(saved["grid"]) >= 16
         for name, manifest in manifests.items():
-            result = results["scores"][label][name]
+            result = results["scores"][column][name]
+            assert (result["lm"] is None) == column.endswith("no-lm")
             assert result["utterances"] == len(load_dataset_any(manifest, check_audio=False)) > 0
-            rows = [line.split("\t") for line in (out / "runs" / label / "eval" / f"{name}.tsv").read_text().splitlines()[1:]]
+            stem = name if column.endswith(" lm") else f"{name}.no-lm"
+            rows = [line.split("\t") for line in (out / "runs" / label / "eval" / f"{stem}.tsv").read_text().splitlines()[1:]]
             assert len(rows) == result["utterances"]
             assert result["wer"] == pytest.approx(jiwer.wer([r[1] for r in rows], [r[2] for r in rows]))
-    assert results["scores"]["pitch"]["human"]["utterances"] == 3
+    assert results["scores"]["pitch lm"]["human"]["utterances"] == 3
     assert results["models"]["pitch"]["features"] == ["mel", "f0"] and results["models"]["plain"]["features"] == ["mel"]
     assert list(results["references"]) == ["pocketsphinx", "whisper-base"]
     human_ids = [line.split("\t")[0] for line in (out / "runs/pitch/eval/human.tsv").read_text().splitlines()[1:]]
@@ -64,4 +71,5 @@ def test_demo_builds_trains_evaluates_and_reuses(tmp_path, capsys, monkeypatch):
     assert main(options) == 0
     second = capsys.readouterr().out
     assert "reusing the corpus" in second and "reusing the trained pitch model" in second
-    assert "reusing the trained plain model" in second and "reusing the human set" in second and second.count("reusing") == 11
+    assert "reusing the trained plain model" in second and "reusing the human set" in second
+    assert "reusing the LM settings" in second and second.count("reusing") == 19

@@ -251,8 +251,9 @@ def _add_demo_command(subparsers) -> None:
         "demo", help="build data, train a pitch-aware model and a plain baseline, compare them (~25 min)",
         description="End to end on 2 CPU cores in about 25 minutes: synthetic corpus + human test set, the "
         "pitch-aware 'small' model and its plain-RoPE baseline trained for the same budget, evaluation on "
-        "every utterance of test_seen, test_unseen and the human set, pocketsphinx and Whisper base on the same "
-        "human-set utterances (Whisper base adds ~5-7 min), a side-by-side table. "
+        "every utterance of test_seen, test_unseen and the human set with and without the general English word LM "
+        "(its weights tuned on dev), pocketsphinx and Whisper base on the same human-set utterances (Whisper base "
+        "adds ~5-7 min), a side-by-side table. "
         "Anything already built in OUT is reused.",
     )
     parser.add_argument("--out", default="demo", metavar="DIR", help="output folder (default: demo)")
@@ -263,6 +264,8 @@ def _add_demo_command(subparsers) -> None:
     parser.add_argument("--beam", type=int, default=8, help="beam size for evaluation (default 8)")
     parser.add_argument("--parallel", action=argparse.BooleanOptionalAction, default=True,
                         help="train the two models as two concurrent 1-thread processes (default) or one after the other")
+    parser.add_argument("--lm", action=argparse.BooleanOptionalAction, default=True,
+                        help="also decode with the general English word LM, tuned on dev (default) or not")
     parser.add_argument("--human-limit", type=int, default=None, help=argparse.SUPPRESS)  # tests: a few prompts
 
     def handler(args: argparse.Namespace) -> int:
@@ -270,7 +273,7 @@ def _add_demo_command(subparsers) -> None:
 
         return demo.run(args.out, utterances=args.utterances, preset=args.preset, max_steps=args.max_steps,
                         max_minutes=args.max_minutes, beams=args.beam, parallel=args.parallel,
-                        human_limit=args.human_limit)
+                        human_limit=args.human_limit, lm=args.lm)
 
     parser.set_defaults(handler=handler)
 

@@ -50,6 +50,8 @@ class DemoSettings:
     beams: int = 8
     parallel: bool = True
     human_limit: int | None = None
+    lm: bool = True
+    lm_tune_utterances: int = 100
 
     @property
     def models(self) -> dict[str, str]:
@@ -95,7 +97,7 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
         resolve_config(preset)  # an unknown preset fails before any work
     for name in REFERENCES:
         require(name)  # so does a missing reference recogniser
-    steps = Steps(6)
+    steps = Steps(7 if settings.lm else 6)
     root = settings.out
     corpus, human = root / "data" / "synth", root / "data" / "human"
 
@@ -112,11 +114,18 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
                + (" as two concurrent 1-thread processes" if settings.parallel else " one after the other"))
     train_models(corpus, runs, settings)
 
-    steps.next("evaluation", "evaluation: " + ", ".join(TEST_SETS) + f" (joint CTC/attention, {settings.beams} beams)")
+    if settings.lm:
+        steps.next("language model", f"word LM: tuning its weight per model on {settings.lm_tune_utterances} dev utterances")
+        tune_lm_once(corpus, runs, settings)
+
     manifests = {"test_seen": corpus / "test_seen.tsv", "test_unseen": corpus / "test_unseen.tsv",
                  "human": human / "human.tsv"}
-    scores = {label: {name: evaluate_once(run, manifests[name], name, settings) for name in TEST_SETS}
-              for label, run in runs.items()}
+    searches = ("lm", "no-lm") if settings.lm else ("no-lm",)
+    steps.next("evaluation", "evaluation: " + ", ".join(TEST_SETS) + (" with and without the LM; " if settings.lm else "; ")
+               + f"joint CTC/attention search with {settings.beams} beams")
+    scores = {f"{label} {search}" if settings.lm else label:
+              {name: evaluate_once(run, manifests[name], name, settings, search) for name in TEST_SETS}
+              for label, run in runs.items() for search in searches}
 
     steps.next("references", "reference recognisers on the human set: " + ", ".join(REFERENCES))
     references = references_once(manifests["human"], root / "results")
@@ -285,20 +294,41 @@ def _run_facts(run: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ evaluation
 
 
-def evaluate_once(run: Path, manifest: Path, name: str, settings: DemoSettings) -> dict[str, Any]:
+def tune_lm_once(corpus: Path, runs: dict[str, Path], settings: DemoSettings) -> None:
+    """The LM weight, word bonus and rescoring weight of each model, tuned on ``dev`` and saved
+    beside its weights (``lm.json``), where ``evaluate`` finds them."""
+    from echoasr.lm.arpa import default_lm
+    from echoasr.tuning import tune
+
+    lm = default_lm()
+    for label, run in runs.items():
+        saved = run / "lm.json"
+        if saved.is_file() and saved.stat().st_mtime > (run / "model.safetensors").stat().st_mtime:
+            print(f"reusing the LM settings in {saved}")
+            continue
+        best = tune(run, corpus, lm, split="dev", limit=settings.lm_tune_utterances)
+        print(f"{label}: LM weight {best['lm_weight']:g}, word bonus {best['word_bonus']:g}, rescoring weight "
+              f"{best['rescore_weight']:g} (dev WER {100 * best['dev_wer']:.1f}% on {best['utterances']} utterances)")
+
+
+def evaluate_once(run: Path, manifest: Path, name: str, settings: DemoSettings, search: str = "no-lm") -> dict[str, Any]:
+    """``search``: ``lm`` (the tuned LM saved with the model) or ``no-lm`` (joint CTC/attention)."""
     from echoasr.evaluation import evaluate, format_result
 
-    target = run / "eval" / f"{name}.json"
-    weights = run / "model.safetensors"
-    if target.is_file() and target.stat().st_mtime > max(weights.stat().st_mtime, manifest.stat().st_mtime):
+    stem = name if search == "lm" else f"{name}.no-lm"
+    target = run / "eval" / f"{stem}.json"
+    newest_input = max(path.stat().st_mtime for path in (run / "model.safetensors", manifest, run / "lm.json")
+                       if path.is_file())
+    if target.is_file() and target.stat().st_mtime > newest_input:
         result = json.loads(target.read_text())
         # results without "failed" come from an evaluator that skipped long utterances: redo them
         if result.get("beams") == settings.beams and result.get("data") == str(manifest) and "failed" in result:
             print(f"reusing {target}")
             return result
-    result = evaluate(run, manifest, beams=settings.beams, out=run / "eval" / f"{name}.tsv")
+    result = evaluate(run, manifest, beams=settings.beams, out=run / "eval" / f"{stem}.tsv",
+                      lm=None if search == "lm" else "none")
     atomic.write_text(target, json.dumps(result, indent=1) + "\n")
-    print(f"{run.name}: " + format_result(result).replace("\n", "\n  "))
+    print(f"{run.name} ({search}): " + format_result(result).replace("\n", "\n  "))
     return result
 
 
@@ -323,37 +353,50 @@ def results_table(results: dict[str, Any]) -> str:
     from echoasr.references import RECOGNISERS
 
     models, scores, references = results["models"], results["scores"], results["references"]
-    labels = list(models)
-    header = (["test set"] + [f"{label} WER / CER" for label in labels]
+    columns = list(scores)  # "pitch lm", "pitch no-lm", ... (or just the model labels without the LM)
+    header = (["test set"] + [f"{column} WER / CER" for column in columns]
               + [f"{RECOGNISERS[name].label} WER / CER" for name in references])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
     def cell(result: dict | None) -> str:
         return "–" if result is None else f"{100 * result['wer']:.1f}% / {100 * result['cer']:.1f}%"
 
+    def insertions(result: dict) -> str:
+        return f"{100 * result['insertions'] / max(1, result['words']):.1f}%"
+
     for name in TEST_SETS:
-        count = scores[labels[0]][name]["utterances"]
-        row = [f"{name} ({count})"] + [cell(scores[label][name]) for label in labels]
+        count = scores[columns[0]][name]["utterances"]
+        row = [f"{name} ({count})"] + [cell(scores[column][name]) for column in columns]
         row += [cell(reference) if name == "human" else "–" for reference in references.values()]
         lines.append("| " + " | ".join(row) + " |")
-    rtf = (["RTF (human)"] + [f"{scores[label]['human']['rtf']:.3f}" for label in labels]
+    for name in TEST_SETS:
+        row = [f"insertions / words, {name}"] + [insertions(scores[column][name]) for column in columns]
+        row += [insertions(reference) if name == "human" else "–" for reference in references.values()]
+        lines.append("| " + " | ".join(row) + " |")
+    rtf = (["RTF (human)"] + [f"{scores[column]['human']['rtf']:.3f}" for column in columns]
            + [f"{reference['rtf']:.3f}" for reference in references.values()])
     lines.append("| " + " | ".join(rtf) + " |")
     notes = []
-    for label in labels:
-        facts = models[label]
+    for label, facts in models.items():
         notes.append(f"- {label}: features {'+'.join(facts['features'])}, {facts['parameters'] / 1e6:.1f} M parameters, "
                      f"{facts['steps']} steps in {facts['train_seconds'] / 60:.1f} min ({facts['threads']} thread(s)), "
                      f"{facts['train_utterances']} utterances ({facts['train_hours']:.2f} h)")
-    human = scores[labels[0]]["human"]
-    notes.append(f"- decoding: joint CTC/attention beam search, {human['beams']} beams; every utterance scored "
-                 "(longer than the model takes: cut at silences; unreadable: all-deleted); RTF = wall time for "
-                 "features + decoding / audio duration")
+    for column in columns:
+        human = scores[column]["human"]
+        if human.get("lm"):
+            options = human.get("lm_options") or {}
+            notes.append(f"- {column}: CTC prefix search with the word LM {Path(human['lm']).name} "
+                         + ", ".join(f"{key} {value}" for key, value in options.items() if key != "lm")
+                         + " (tuned on dev), n-best rescored by the attention decoder")
+        else:
+            notes.append(f"- {column}: joint CTC/attention beam search, {human['beams']} beams")
+    notes.append("- every utterance scored (longer than the model takes: cut at silences; unreadable: all-deleted); "
+                 "RTF = wall time for features + decoding / audio duration")
     for name, reference in references.items():
         notes.append(f"- {RECOGNISERS[name].label}: the same {reference['utterances']} human utterances; RTF = time "
                      f"recognising / audio duration with {reference['threads']} thread(s)"
                      + (f" in each of {reference['processes']} processes" if reference["processes"] > 1 else ""))
-    failed = {f"{label} {name}": len(scores[label][name]["failed"]) for label in labels for name in TEST_SETS}
+    failed = {f"{column} {name}": len(scores[column][name]["failed"]) for column in columns for name in TEST_SETS}
     failed |= {name: len(reference["failed"]) for name, reference in references.items()}
     if any(failed.values()):
         notes.append("- unreadable utterances (scored as all-deleted): "
