@@ -195,19 +195,23 @@ def main() -> None:
     import torch
 
     from echoasr import atomic
+    from echoasr.errors import EchoError
     from echoasr.evaluation import load_test_set
     from echoasr.references import parse_names
 
     torch.set_num_threads(args.threads)
-    references = parse_names(args.references)
-    with tempfile.TemporaryDirectory(prefix="echo-bench-") as scratch:
-        if args.data:
-            utterances = take(load_test_set(args.data, args.split), args.seconds)
-        else:
-            utterances = synthesise(args.seconds, Path(scratch))
-        echo, facts = benchmark_model(args.model, utterances, args.lm, [int(b) for b in args.batches.split(",")],
-                                      args.threads)
-        others = benchmark_references(references, utterances, args.threads)
+    try:
+        references = parse_names(args.references)
+        with tempfile.TemporaryDirectory(prefix="echo-bench-") as scratch:
+            if args.data:
+                utterances = take(load_test_set(args.data, args.split), args.seconds)
+            else:
+                utterances = synthesise(args.seconds, Path(scratch))
+            echo, facts = benchmark_model(args.model, utterances, args.lm, [int(b) for b in args.batches.split(",")],
+                                          args.threads)
+            others = benchmark_references(references, utterances, args.threads)
+    except EchoError as error:
+        raise SystemExit(f"inference benchmark: {error}") from None
     for name, reference in others.items():
         for result in echo.values():
             if "rtf" in reference:
