@@ -149,6 +149,8 @@ def _add_decoding_options(parser: argparse.ArgumentParser, model_required: bool 
                         + ("" if model_required else " (optional with --reference)"))
     parser.add_argument("--beam", type=int, default=8, help="beam size (default 8; 1 = greedy)")
     parser.add_argument("--bf16", action="store_true", help="decode under bf16 autocast")
+    parser.add_argument("--int8", action="store_true",
+                        help="dynamic int8 quantisation of the Linear layers (CPU; faster, slightly less accurate)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--lm", default=None, metavar="PATH|none|default",
                         help="word LM (ARPA) for CTC beam search + attention rescoring; 'none': off, 'default': "
@@ -201,7 +203,7 @@ def _add_evaluate_command(subparsers) -> None:
         result = evaluation.evaluate(args.model, args.data, split=args.split, beams=args.beam, ctc_weight=args.ctc_weight,
                                      ctc_greedy=args.ctc_greedy, bf16=args.bf16, workers=args.workers,
                                      cache_dir=args.cache_dir, out=args.out, threads=args.threads,
-                                     references=args.reference, lm=args.lm)
+                                     references=args.reference, lm=args.lm, int8=args.int8)
         print(evaluation.format_result(result))
         if args.json:
             print(json.dumps(result))
@@ -233,7 +235,7 @@ def _add_transcribe_command(subparsers) -> None:
         if args.format in ("srt", "vtt") and len(args.audio) > 1 and not args.out_dir:
             raise EchoError(f"{args.format} subtitles of several files need --out-dir")
         results = transcribe_detailed(args.model, args.audio, beams=args.beam, chunk_seconds=args.chunk_seconds,
-                                      bf16=args.bf16, threads=args.threads, lm=args.lm)
+                                      bf16=args.bf16, threads=args.threads, lm=args.lm, int8=args.int8)
         for path, transcript, duration in results:
             rendered = render(args.format, path, transcript, duration)
             if args.out_dir:

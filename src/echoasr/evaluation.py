@@ -48,6 +48,11 @@ def torch_threads(count: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def check_precision(bf16: bool, int8: bool) -> None:
+    if bf16 and int8:
+        raise EchoError("--int8 and --bf16 exclude each other (the int8 layers take float32)")
+
+
 def score(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, Any]:
     """Corpus-level WER and CER (fractions) with word-level substitutions, deletions, insertions.
 
@@ -164,6 +169,7 @@ def evaluate(
     references: str | Sequence[str] = (),
     progress: bool = True,
     lm: str | None = None,
+    int8: bool = False,
 ) -> dict[str, Any]:
     """Decode every utterance of ``data`` (manifest or dataset folder + ``split``) with the model at
     ``model_path`` and score it; the reference recognisers named in ``references``
@@ -173,11 +179,13 @@ def evaluate(
     reference's beside it as ``<stem>.<recogniser>.tsv`` (none without a model or ``out``).
     ``model_path`` may be None when ``references`` are given. ``lm``: an ARPA file, ``"none"``,
     ``"default"``, or None for the LM saved with the model (:func:`echoasr.decoding.resolve_options`).
+    ``int8``: decode on the CPU with dynamically quantised Linear layers (not with ``bf16``).
     """
     from echoasr.processor import resolve_model_dir
     from echoasr.references import parse_names, require, score_reference
 
     names = parse_names(references)
+    check_precision(bf16, int8)
     if model_path is None and not names:
         raise EchoError("nothing to evaluate: give a model, reference recognisers, or both")
     for recogniser in names:
@@ -191,7 +199,7 @@ def evaluate(
     if model_path is not None:
         with torch_threads(threads):
             hypotheses, facts = _decode_test_set(model_path, utterances, beams, ctc_weight, ctc_greedy, batch_frames,
-                                                 bf16, workers, cache_dir, progress, lm)
+                                                 bf16, workers, cache_dir, progress, lm, int8)
         write_hypotheses(target, utterances, hypotheses, facts["failed"], facts.pop("chunks"))
         result |= {**score([u.text for u in utterances], hypotheses), **facts, "model": str(model_path),
                    "hypotheses": str(target)}
@@ -208,14 +216,14 @@ def evaluate(
 
 
 def _decode_test_set(model_path, utterances, beams, ctc_weight, ctc_greedy, batch_frames, bf16, workers, cache_dir,
-                     progress, lm=None) -> tuple[list[str], dict[str, Any]]:
+                     progress, lm=None, int8=False) -> tuple[list[str], dict[str, Any]]:
     """Hypotheses for every utterance (empty where its audio failed) and the run's facts."""
     import torch
 
     from echoasr.decoding import options_summary, resolve_options
     from echoasr.processor import load_pretrained
 
-    model, processor = load_pretrained(model_path)
+    model, processor = load_pretrained(model_path, int8=int8)
     options = None if ctc_greedy else resolve_options(model_path, lm, beams=beams, ctc_weight=ctc_weight)
     start = time.perf_counter()
     chunks, failed = model_inputs(utterances, processor, cache_dir=cache_dir, workers=workers, progress=progress)
@@ -245,6 +253,7 @@ def _decode_test_set(model_path, utterances, beams, ctc_weight, ctc_greedy, batc
         "lm_options": None if options is None or options.lm is None else options_summary(options),
         "beams": 1 if ctc_greedy else beams,
         "bf16": bf16,
+        "int8": int8,
         "threads": torch.get_num_threads(),
     }
 
@@ -332,7 +341,7 @@ def format_result(result: dict[str, Any]) -> str:
             + (f" ({', '.join(notes)})" if notes else ""),
             f"WER {100 * result['wer']:.2f}%  (S {result['substitutions']}, D {result['deletions']}, "
             f"I {result['insertions']} of {result['words']} words)   CER {100 * result['cer']:.2f}%",
-            f"decoding: {result['decoding']}, beams {result['beams']}; RTF {result['rtf']:.3f} "
+            f"decoding: {result['decoding']}, beams {result['beams']}{', int8' if result.get('int8') else ''}; RTF {result['rtf']:.3f} "
             f"(decoding {result['rtf_decode']:.3f}, {result['threads']} threads)",
             f"hypotheses: {result['hypotheses']}",
         ]

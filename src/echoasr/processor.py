@@ -5,6 +5,12 @@ A :class:`SpeechProcessor` bundles the tokenizer, the names of the features to e
 take. The training run passes it to the Trainer as ``processing_class``, so every checkpoint and
 the final model folder hold it (``processor.json`` + ``tokenizer/``) and any of them can be
 loaded on its own with :func:`load_pretrained`.
+
+A complete model folder is ``model.save_pretrained(folder)`` (config, weights, generation config)
+plus ``processor.save_pretrained(folder)`` (``processor.json``, ``tokenizer/``). Importing this
+module registers :class:`SpeechProcessor` with transformers' ``AutoProcessor`` for Echo configs
+(and, through :mod:`echoasr.model`, the config and model with ``AutoConfig`` and
+``AutoModelForSpeechSeq2Seq``), so the folder also loads through the Auto classes.
 """
 
 from __future__ import annotations
@@ -62,7 +68,9 @@ class SpeechProcessor:
         atomic.write_text(directory / PROCESSOR_FILE, json.dumps(document, indent=1) + "\n")
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> SpeechProcessor:
+    def from_pretrained(cls, directory: str | os.PathLike, **hub_options) -> SpeechProcessor:
+        """``hub_options``: what ``AutoProcessor.from_pretrained`` passes on (cache_dir,
+        revision...); a local folder needs none, so they are ignored."""
         path = Path(directory) / PROCESSOR_FILE
         try:
             document = json.loads(path.read_text(encoding="utf-8"))
@@ -75,6 +83,17 @@ class SpeechProcessor:
         except (ValueError, KeyError, TypeError) as error:
             raise EchoError(f"not a processor file: {error}", path) from None
         return cls(load_tokenizer(Path(directory) / TOKENIZER_DIR), features, settings, max_duration, normalize)
+
+
+def _register_auto_processor() -> None:
+    from transformers import AutoProcessor
+
+    from echoasr.model import EchoConfig  # importing the model package registers config and model
+
+    AutoProcessor.register(EchoConfig, SpeechProcessor, exist_ok=True)
+
+
+_register_auto_processor()
 
 
 def model_features(config) -> tuple[str, ...]:
@@ -104,9 +123,14 @@ def resolve_model_dir(path: str | os.PathLike) -> Path:
     return checkpoints[-1]
 
 
-def load_pretrained(path: str | os.PathLike, device: str | None = None):
+def load_pretrained(path: str | os.PathLike, device: str | None = None, int8: bool = False):
     """(model in eval mode, processor) from a run folder, a final model folder or a checkpoint; the
-    model goes to ``device`` (default: a CUDA GPU if there is one, else the CPU)."""
+    model goes to ``device`` (default: a CUDA GPU if there is one, else the CPU), or with ``int8``
+    to the CPU with its Linear layers dynamically quantised (:func:`echoasr.model.quantize_int8`).
+
+    The same folder loads through transformers' Auto classes once ``echoasr.processor`` is
+    imported: ``AutoModelForSpeechSeq2Seq.from_pretrained(folder)`` and
+    ``AutoProcessor.from_pretrained(folder)`` (a :class:`SpeechProcessor`)."""
     from echoasr.model import EchoForConditionalGeneration
 
     folder = resolve_model_dir(path)
@@ -122,6 +146,12 @@ def load_pretrained(path: str | os.PathLike, device: str | None = None):
     finally:
         if bars:
             hf_logging.enable_progress_bar()
+    if int8:
+        from echoasr.model import quantize_int8
+
+        if device not in (None, "cpu"):
+            raise EchoError(f"int8 decoding runs on the CPU only, not {device}")
+        return quantize_int8(model.eval()), processor
     if device is None:
         import torch
 
