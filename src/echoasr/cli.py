@@ -155,6 +155,8 @@ def _add_decoding_options(parser: argparse.ArgumentParser, model_required: bool 
     parser.add_argument("--lm", default=None, metavar="PATH|none|default",
                         help="word LM (ARPA) for CTC beam search + attention rescoring; 'none': off, 'default': "
                         "the general English model (default: the LM tuned for the model, if any)")
+    parser.add_argument("--no-guard", dest="guard", action="store_false",
+                        help="no hallucination guard (empty output when the CTC best path is empty; length cap)")
 
 
 def _add_average_command(subparsers) -> None:
@@ -203,7 +205,8 @@ def _add_evaluate_command(subparsers) -> None:
         result = evaluation.evaluate(args.model, args.data, split=args.split, beams=args.beam, ctc_weight=args.ctc_weight,
                                      ctc_greedy=args.ctc_greedy, bf16=args.bf16, workers=args.workers,
                                      cache_dir=args.cache_dir, out=args.out, threads=args.threads,
-                                     references=args.reference, lm=args.lm, int8=args.int8)
+                                     references=args.reference, lm=args.lm, int8=args.int8,
+                                     guard=args.guard)
         print(evaluation.format_result(result))
         if args.json:
             print(json.dumps(result))
@@ -235,7 +238,8 @@ def _add_transcribe_command(subparsers) -> None:
         if args.format in ("srt", "vtt") and len(args.audio) > 1 and not args.out_dir:
             raise EchoError(f"{args.format} subtitles of several files need --out-dir")
         results = transcribe_detailed(args.model, args.audio, beams=args.beam, chunk_seconds=args.chunk_seconds,
-                                      bf16=args.bf16, threads=args.threads, lm=args.lm, int8=args.int8)
+                                      bf16=args.bf16, threads=args.threads, lm=args.lm, int8=args.int8,
+                                      guard=args.guard)
         for path, transcript, duration in results:
             rendered = render(args.format, path, transcript, duration)
             if args.out_dir:

@@ -170,6 +170,7 @@ def evaluate(
     progress: bool = True,
     lm: str | None = None,
     int8: bool = False,
+    guard: bool = True,
 ) -> dict[str, Any]:
     """Decode every utterance of ``data`` (manifest or dataset folder + ``split``) with the model at
     ``model_path`` and score it; the reference recognisers named in ``references``
@@ -180,6 +181,7 @@ def evaluate(
     ``model_path`` may be None when ``references`` are given. ``lm``: an ARPA file, ``"none"``,
     ``"default"``, or None for the LM saved with the model (:func:`echoasr.decoding.resolve_options`).
     ``int8``: decode on the CPU with dynamically quantised Linear layers (not with ``bf16``).
+    ``guard``: the hallucination guard of :mod:`echoasr.decoding` (off: the search alone).
     """
     from echoasr.processor import resolve_model_dir
     from echoasr.references import parse_names, require, score_reference
@@ -199,7 +201,7 @@ def evaluate(
     if model_path is not None:
         with torch_threads(threads):
             hypotheses, facts = _decode_test_set(model_path, utterances, beams, ctc_weight, ctc_greedy, batch_frames,
-                                                 bf16, workers, cache_dir, progress, lm, int8)
+                                                 bf16, workers, cache_dir, progress, lm, int8, guard)
         write_hypotheses(target, utterances, hypotheses, facts["failed"], facts.pop("chunks"))
         result |= {**score([u.text for u in utterances], hypotheses), **facts, "model": str(model_path),
                    "hypotheses": str(target)}
@@ -216,7 +218,7 @@ def evaluate(
 
 
 def _decode_test_set(model_path, utterances, beams, ctc_weight, ctc_greedy, batch_frames, bf16, workers, cache_dir,
-                     progress, lm=None, int8=False) -> tuple[list[str], dict[str, Any]]:
+                     progress, lm=None, int8=False, guard=True) -> tuple[list[str], dict[str, Any]]:
     """Hypotheses for every utterance (empty where its audio failed) and the run's facts."""
     import torch
 
@@ -224,7 +226,7 @@ def _decode_test_set(model_path, utterances, beams, ctc_weight, ctc_greedy, batc
     from echoasr.processor import load_pretrained
 
     model, processor = load_pretrained(model_path, int8=int8)
-    options = None if ctc_greedy else resolve_options(model_path, lm, beams=beams, ctc_weight=ctc_weight)
+    options = None if ctc_greedy else resolve_options(model_path, lm, beams=beams, ctc_weight=ctc_weight, guard=guard)
     start = time.perf_counter()
     chunks, failed = model_inputs(utterances, processor, cache_dir=cache_dir, workers=workers, progress=progress)
     if len(failed) == len(utterances):

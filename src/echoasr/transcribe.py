@@ -75,11 +75,12 @@ def transcribe(
     progress: bool = True,
     lm: str | None = None,
     int8: bool = False,
+    guard: bool = True,
 ) -> list[tuple[str, str]]:
     """(path, text) for every file, in order. A bad file stops the run before any decoding."""
     results = transcribe_detailed(model_path, paths, beams=beams, chunk_seconds=chunk_seconds,
                                   batch_frames=batch_frames, bf16=bf16, threads=threads, progress=progress, lm=lm,
-                                  int8=int8)
+                                  int8=int8, guard=guard)
     return [(path, transcript.text) for path, transcript, _ in results]
 
 
@@ -95,19 +96,20 @@ def transcribe_detailed(
     progress: bool = True,
     lm: str | None = None,
     int8: bool = False,
+    guard: bool = True,
 ):
     """(path, :class:`~echoasr.decoding.Transcript`, duration in seconds) for every file: text,
     timed words with confidences (times from the start of the file), and the n-best list (for a
     file decoded in one piece). ``lm``: see :func:`echoasr.decoding.resolve_options`; ``int8``: dynamically
-    quantised Linear layers on the CPU (not with ``bf16``)."""
+    quantised Linear layers on the CPU (not with ``bf16``); ``guard``: the hallucination guard."""
     from echoasr.evaluation import check_precision, torch_threads
 
     check_precision(bf16, int8)
     with torch_threads(threads):
-        return _transcribe(model_path, paths, beams, chunk_seconds, batch_frames, bf16, progress, lm, int8)
+        return _transcribe(model_path, paths, beams, chunk_seconds, batch_frames, bf16, progress, lm, int8, guard)
 
 
-def _transcribe(model_path, paths, beams, chunk_seconds, batch_frames, bf16, progress, lm, int8):
+def _transcribe(model_path, paths, beams, chunk_seconds, batch_frames, bf16, progress, lm, int8, guard):
     from tqdm import tqdm
 
     from echoasr.audio import load_audio
@@ -119,7 +121,7 @@ def _transcribe(model_path, paths, beams, chunk_seconds, batch_frames, bf16, pro
 
     audios = [load_audio(path) for path in paths]  # a bad file fails before any work
     model, processor = load_pretrained(model_path, int8=int8)
-    options = resolve_options(model_path, lm, beams=beams)
+    options = resolve_options(model_path, lm, beams=beams, guard=guard)
     chunk_seconds = chunk_seconds or processor.max_duration
     owners, offsets, features = [], [], []
     bar = tqdm(total=len(paths), desc="features", unit="file", disable=not progress or len(paths) < 2)
