@@ -1,16 +1,21 @@
 """``echoasr demo`` (``make demo``): the whole toolkit end to end, in about 25 minutes on 2 CPU cores.
 
-1. a synthetic multi-speaker corpus (``echoasr data synth``; held-out voices awb, ked,
-   espeak-m5, espeak-f3 only in ``test_unseen``) and the human test set (Asterisk prompts);
+1. a synthetic multi-speaker corpus (``echoasr data synth``: training voices kal, rms, heart
+   (neural) and espeak variants; held-out voices awb, ked, slt, espeak-m5, espeak-f3 only in
+   ``test_unseen``) and the human test set (Asterisk prompts);
 2. features for the training and dev sets, once, into the corpus's feature cache;
 3. two models trained for the same fixed budget: the pitch-aware ``small`` preset (mel + f0
    input, pitch-warped rotary phase, bounded radius, pitch bias) and the plain-RoPE mel baseline
    ``small-plain``; by default as two concurrent one-thread processes, which on two cores trains
    both faster than one after the other (``benchmarks/training_speed.py``);
-4. both evaluated on every utterance of ``test_seen``, ``test_unseen`` and the human set (joint
-   CTC/attention beam search), and the reference recognisers pocketsphinx and Whisper base on the
-   same human-set utterances (Whisper base takes ~5-7 min of the demo on 2 cores);
-5. a side-by-side table, printed and written to ``OUT/results.md`` and ``OUT/results.json``.
+4. the general English word LM (pocketsphinx's, converted once) with its weight, word bonus and
+   rescoring weight tuned per model on 100 ``dev`` utterances (``echoasr lm tune``; never on a
+   test set);
+5. both models evaluated on every utterance of ``test_seen``, ``test_unseen`` and the human set,
+   with the LM (CTC prefix search with the word LM, n-best rescored by the attention decoder) and
+   without it (joint CTC/attention beam search); the reference recognisers pocketsphinx and
+   Whisper base on the same human-set utterances (Whisper base takes ~5-7 min on 2 cores);
+6. a side-by-side table, printed and written to ``OUT/results.md`` and ``OUT/results.json``.
 
 Everything already built is reused (and said so): the corpus, the human set, cached features,
 finished runs (a run with checkpoints but no final model is resumed) and evaluation results.
