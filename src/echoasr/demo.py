@@ -390,9 +390,10 @@ def results_table(results: dict[str, Any]) -> str:
         human = scores[column]["human"]
         if human.get("lm"):
             options = human.get("lm_options") or {}
-            notes.append(f"- {column}: CTC prefix search with the word LM {Path(human['lm']).name} "
-                         + ", ".join(f"{key} {value}" for key, value in options.items() if key != "lm")
-                         + " (tuned on dev), n-best rescored by the attention decoder")
+            tuned = ", ".join(f"{key} {options[key]:g}" for key in ("lm_weight", "word_bonus", "rescore_weight")
+                              if key in options)
+            notes.append(f"- {column}: CTC prefix search with the word LM {Path(human['lm']).name} ({tuned}, "
+                         "tuned on dev), n-best rescored by the attention decoder")
         else:
             notes.append(f"- {column}: joint CTC/attention beam search, {human['beams']} beams")
     notes.append("- every utterance scored (longer than the model takes: cut at silences; unreadable: all-deleted); "
