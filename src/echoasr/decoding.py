@@ -51,6 +51,7 @@ class DecodingOptions:
     lm_beam: int = 32
     nbest: int = 8  # hypotheses kept from the LM search (and reported)
     guard: bool = True
+    ctc_greedy: bool = False  # the CTC head's best path alone (no search, no LM)
 
 
 @dataclass
@@ -117,6 +118,8 @@ class SpeechDecoder:
         self.has_ctc = model.ctc_head is not None
         self.frame_seconds = FRAME_PERIOD * model.config.subsampling
         self.lm_decoder = None
+        if options.ctc_greedy and not self.has_ctc:
+            raise EchoError("CTC best-path decoding needs a model with a CTC head")
         if options.lm is not None:
             if not self.has_ctc:
                 raise EchoError("LM decoding needs a model with a CTC head")
@@ -132,12 +135,18 @@ class SpeechDecoder:
     def decode_batch(self, features, lengths) -> list[Transcript]:
         import torch
 
+        from echoasr.model import ctc_greedy_decode
         from echoasr.model.rescoring import ctc_speech_evidence, select_rows, token_limits
 
         model = self.model
         encoder = model.encode(features, lengths)
         batch = encoder.hidden.shape[0]
         log_probs = model.ctc_log_probs(encoder) if self.has_ctc else None
+        frames = encoder.lengths.tolist()
+        ctc = None if log_probs is None else log_probs.float().cpu().numpy()
+        if self.options.ctc_greedy:
+            ids = ctc_greedy_decode(log_probs, encoder.lengths, model.config.pad_token_id)
+            return [self._transcript(row, None if ctc is None else ctc[b, : frames[b]]) for b, row in enumerate(ids.tolist())]
         rows = list(range(batch))
         limits = None
         if log_probs is not None and self.options.guard:
@@ -147,8 +156,6 @@ class SpeechDecoder:
         transcripts = [Transcript("") for _ in range(batch)]
         if not rows:
             return transcripts
-        frames = encoder.lengths.tolist()
-        ctc = None if log_probs is None else log_probs.float().cpu().numpy()
         if self.lm_decoder is not None:
             for b in rows:
                 transcripts[b] = self._decode_with_lm(encoder, b, ctc[b, : frames[b]])
@@ -157,16 +164,20 @@ class SpeechDecoder:
         ids = model.generate(encoder_outputs=select_rows(encoder, index), num_beams=self.options.beams,
                              ctc_weight=self.options.ctc_weight,
                              token_limits=None if limits is None else limits[index])
-        tokenizer = self.processor.tokenizer
         for b, row in zip(rows, ids.tolist(), strict=True):
-            text = self.processor.decode(row)
-            transcript = Transcript(text, nbest=[(text, None)])  # the joint search reports no scores
-            if ctc is not None and text:
-                tokens = [t for t in row if 3 < t < tokenizer.vocab_size]
-                aligned = Hypothesis(text, tokens, ctc_align(ctc[b, : frames[b]], tokens), 0.0)
-                transcript.words = word_timings(aligned, ctc[b], tokenizer, self.frame_seconds)
-            transcripts[b] = transcript
+            transcripts[b] = self._transcript(row, None if ctc is None else ctc[b, : frames[b]])
         return transcripts
+
+    def _transcript(self, ids: list[int], log_probs) -> Transcript:
+        """Text of token ids, with word times aligned to the CTC log-probabilities (when there are any)."""
+        tokenizer = self.processor.tokenizer
+        text = self.processor.decode(ids)
+        transcript = Transcript(text, nbest=[(text, None)])  # the joint search reports no scores
+        if log_probs is not None and text:
+            tokens = [t for t in ids if 3 < t < tokenizer.vocab_size]
+            aligned = Hypothesis(text, tokens, ctc_align(log_probs, tokens), 0.0)
+            transcript.words = word_timings(aligned, log_probs, tokenizer, self.frame_seconds)
+        return transcript
 
     def _decode_with_lm(self, encoder, row: int, log_probs) -> Transcript:
         from echoasr.model.rescoring import sequence_log_probs

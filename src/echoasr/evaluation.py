@@ -100,32 +100,12 @@ def decode_dataset(model, processor, dataset, *, beams: int = 1, ctc_weight: flo
     the CTC best path (``ctc_greedy``), or :func:`echoasr.decoding.decode_transcripts` with the
     :class:`~echoasr.decoding.DecodingOptions` ``decoding`` (default: ``beams`` and ``ctc_weight``,
     no LM, hallucination guard on)."""
-    import torch
-    from tqdm import tqdm
-
-    from echoasr.data.collate import FrameBatchSampler
     from echoasr.decoding import DecodingOptions, decode_transcripts
 
-    if not ctc_greedy:
-        options = decoding or DecodingOptions(beams=beams, ctc_weight=ctc_weight)
-        transcripts = decode_transcripts(model, processor, dataset, options, batch_frames=batch_frames, bf16=bf16,
-                                         progress=progress)
-        return [t.text for t in transcripts]
-    device = next(model.parameters()).device
-    sampler = FrameBatchSampler(dataset.lengths, batch_frames, shuffle=False, max_items=64)
-    collate = processor.collator()
-    texts: list[str] = [""] * len(dataset)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    bar = tqdm(total=len(dataset), desc="decoding", unit="utt", disable=not progress, dynamic_ncols=True)
-    with bar, torch.inference_mode(), autocast:
-        for indices in sampler:
-            batch = collate([{"features": dataset.features[i]} for i in indices])
-            features = {name: tensor.to(device) for name, tensor in batch["features"].items()}
-            ids = model.ctc_greedy_decode(features, batch["feature_lengths"].to(device))
-            for index, row in zip(indices, ids.tolist(), strict=True):
-                texts[index] = processor.decode(row)
-            bar.update(len(indices))
-    return texts
+    options = decoding or DecodingOptions(beams=1 if ctc_greedy else beams, ctc_weight=ctc_weight, ctc_greedy=ctc_greedy)
+    transcripts = decode_transcripts(model, processor, dataset, options, batch_frames=batch_frames, bf16=bf16,
+                                     progress=progress)
+    return [t.text for t in transcripts]
 
 
 def decode_chunks(model, processor, chunks: Sequence[Sequence[dict]], **options) -> list[str]:
@@ -226,7 +206,8 @@ def _decode_test_set(model_path, utterances, beams, ctc_weight, ctc_greedy, batc
     from echoasr.processor import load_pretrained
 
     model, processor = load_pretrained(model_path, int8=int8)
-    options = None if ctc_greedy else resolve_options(model_path, lm, beams=beams, ctc_weight=ctc_weight, guard=guard)
+    options = resolve_options(model_path, "none" if ctc_greedy else lm, beams=1 if ctc_greedy else beams,
+                              ctc_weight=ctc_weight, guard=guard, ctc_greedy=ctc_greedy)
     start = time.perf_counter()
     chunks, failed = model_inputs(utterances, processor, cache_dir=cache_dir, workers=workers, progress=progress)
     if len(failed) == len(utterances):

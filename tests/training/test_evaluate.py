@@ -1,6 +1,7 @@
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import jiwer
 import numpy as np
@@ -110,7 +111,21 @@ def test_evaluate_loads_a_checkpoint_and_ctc_greedy(trained_run, tts_corpus, cap
                  "--ctc-greedy", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["decoding"] == "ctc-greedy" and result["utterances"] == 2
-    assert (run / "checkpoint-15" / "eval").is_dir()
+    # each hypothesis is the model's CTC best path on that utterance alone
+    import torch
+
+    from echoasr.audio import load_audio
+    from echoasr.data import load_dataset_any
+    from echoasr.processor import load_pretrained
+    from echoasr.text import normalize
+
+    model, processor = load_pretrained(run / "checkpoint-15")
+    rows = {r.split("\t")[0]: r.split("\t")[2] for r in Path(result["hypotheses"]).read_text().splitlines()[1:]}
+    for utterance in load_dataset_any(tts_corpus, split="dev"):
+        batch = processor.collator()([{"features": processor.extract(load_audio(utterance.path))}])
+        with torch.inference_mode():
+            ids = model.ctc_greedy_decode(batch["features"], batch["feature_lengths"])
+        assert rows[utterance.id] == normalize(processor.decode(ids[0].tolist()))
 
 
 def test_evaluate_errors_are_one_line(trained_run, tmp_path, capsys):
