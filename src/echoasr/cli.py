@@ -254,8 +254,8 @@ def _add_transcribe_command(subparsers) -> None:
 
 def _add_demo_command(subparsers) -> None:
     parser = subparsers.add_parser(
-        "demo", help="build data, train a pitch-aware model and a plain baseline, compare them (~25 min)",
-        description="End to end on 2 CPU cores in about 25 minutes: synthetic corpus + human test set, the "
+        "demo", help="build data, train a pitch-aware model and a plain baseline, compare them (~30 min)",
+        description="End to end on 2 CPU cores in about 30 minutes: synthetic corpus + human test set, the "
         "pitch-aware 'small' model and its plain-RoPE baseline trained for the same budget, evaluation on "
         "every utterance of test_seen, test_unseen and the human set with and without the general English word LM "
         "(its weights tuned on dev), pocketsphinx and Whisper base on the same human-set utterances (Whisper base "

@@ -1,4 +1,4 @@
-"""``echoasr demo`` (``make demo``): the whole toolkit end to end, in about 25 minutes on 2 CPU cores.
+"""``echoasr demo`` (``make demo``): the whole toolkit end to end, in about 30 minutes on 2 CPU cores (31 min measured).
 
 1. a synthetic multi-speaker corpus (``echoasr data synth``: training voices kal, rms, heart
    (neural) and espeak variants; held-out voices awb, ked, slt, espeak-m5, espeak-f3 only in
