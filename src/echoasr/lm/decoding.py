@@ -94,7 +94,35 @@ def spell(word: str, tokenizer) -> list[int] | None:
     return ids
 
 
-class CTCLMDecoder:
+class _FlashlightDecoder:
+    """What the lexicon and lexicon-free decoders share: rebuilding with new weights and turning
+    flashlight's results into :class:`Hypothesis` objects. Subclasses give ``_build`` (the
+    flashlight decoder for ``self.options``) and ``_text`` (a result's words)."""
+
+    options: LMOptions
+
+    def set_weights(self, lm_weight: float, word_bonus: float) -> None:
+        self.options.lm_weight, self.options.word_bonus = lm_weight, word_bonus
+        self._decoder = self._build()
+
+    def decode(self, log_probs: np.ndarray) -> list[Hypothesis]:
+        """Best hypotheses first for one utterance's CTC log-probabilities (T, V)."""
+        emissions = np.ascontiguousarray(log_probs, dtype=np.float32)
+        frames, vocab = emissions.shape
+        if frames == 0:
+            return [Hypothesis("", [], [], 0.0)]
+        hypotheses = []
+        for result in self._decoder.decode(emissions.ctypes.data, frames, vocab)[: self.options.nbest]:
+            # flashlight adds a silence frame before and after the path
+            tokens, token_frames = collapse(list(result.tokens)[1 : frames + 1])
+            hypotheses.append(Hypothesis(
+                text=self._text(result, tokens), tokens=tokens, frames=token_frames, score=float(result.score),
+                ctc_score=float(result.emittingModelScore), lm_score=float(result.lmScore),
+            ))
+        return hypotheses or [Hypothesis("", [], [], -math.inf)]
+
+
+class CTCLMDecoder(_FlashlightDecoder):
     """n-best word sequences from CTC log-probabilities (T, V) with a word LM."""
 
     def __init__(self, lm_path: str | os.PathLike, tokenizer, options: LMOptions | None = None):
@@ -147,30 +175,11 @@ class CTCLMDecoder:
         return LexiconDecoder(settings, self.trie, self.lm, self.separator, BLANK_ID,
                               self.words.get_index("<unk>"), [], False)
 
-    def set_weights(self, lm_weight: float, word_bonus: float) -> None:
-        self.options.lm_weight, self.options.word_bonus = lm_weight, word_bonus
-        self._decoder = self._build()
-
-    def decode(self, log_probs: np.ndarray) -> list[Hypothesis]:
-        """Best hypotheses first for one utterance's CTC log-probabilities (T, V)."""
-        emissions = np.ascontiguousarray(log_probs, dtype=np.float32)
-        frames, vocab = emissions.shape
-        if frames == 0:
-            return [Hypothesis("", [], [], 0.0)]
-        results = self._decoder.decode(emissions.ctypes.data, frames, vocab)
-        hypotheses = []
-        for result in results[: self.options.nbest]:
-            path = list(result.tokens)[1 : frames + 1]  # flashlight adds a silence before and after
-            tokens, token_frames = collapse(path)
-            words = [self.words.get_entry(i) for i in result.words if i >= 0]
-            hypotheses.append(Hypothesis(
-                text=" ".join(words), tokens=tokens, frames=token_frames, score=float(result.score),
-                ctc_score=float(result.emittingModelScore), lm_score=float(result.lmScore),
-            ))
-        return hypotheses or [Hypothesis("", [], [], -math.inf)]
+    def _text(self, result, tokens: list[int]) -> str:
+        return " ".join(self.words.get_entry(i) for i in result.words if i >= 0)
 
 
-class CTCCharLMDecoder:
+class CTCCharLMDecoder(_FlashlightDecoder):
     """Lexicon-free CTC beam search with a character LM (``echoasr lm build --characters``): any
     word can be written, including words no lexicon holds. Score:
     ``log P_ctc + lm_weight * log10 P_lm(characters, | between words) + word_bonus * frames of the
@@ -204,22 +213,8 @@ class CTCCharLMDecoder:
             criterion_type=CriterionType.CTC)
         return LexiconFreeDecoder(settings, self.lm, self.separator, BLANK_ID, [])
 
-    def set_weights(self, lm_weight: float, word_bonus: float) -> None:
-        self.options.lm_weight, self.options.word_bonus = lm_weight, word_bonus
-        self._decoder = self._build()
-
-    def decode(self, log_probs: np.ndarray) -> list[Hypothesis]:
-        emissions = np.ascontiguousarray(log_probs, dtype=np.float32)
-        frames, vocab = emissions.shape
-        if frames == 0:
-            return [Hypothesis("", [], [], 0.0)]
-        hypotheses = []
-        for result in self._decoder.decode(emissions.ctypes.data, frames, vocab)[: self.options.nbest]:
-            tokens, token_frames = collapse(list(result.tokens)[1 : frames + 1])
-            text = " ".join(self.tokenizer.decode(tokens).split())
-            hypotheses.append(Hypothesis(text, tokens, token_frames, float(result.score),
-                                         float(result.emittingModelScore), float(result.lmScore)))
-        return hypotheses or [Hypothesis("", [], [], -math.inf)]
+    def _text(self, result, tokens: list[int]) -> str:
+        return " ".join(self.tokenizer.decode(tokens).split())
 
 
 def make_decoder(lm_path: str | os.PathLike, tokenizer, options: LMOptions | None = None):
