@@ -63,25 +63,10 @@ def chunk_features(processor, audio: np.ndarray, max_seconds: float) -> list[dic
     return [processor.extract(audio[start:end]) for start, end in silence_cuts(audio, max_seconds)]
 
 
-def transcribe(
-    model_path: str | os.PathLike,
-    paths: Sequence[str | os.PathLike],
-    *,
-    beams: int = 8,
-    chunk_seconds: float | None = None,
-    batch_frames: int | None = None,
-    bf16: bool = False,
-    threads: int | None = None,
-    progress: bool = True,
-    lm: str | None = None,
-    int8: bool = False,
-    guard: bool = True,
-) -> list[tuple[str, str]]:
-    """(path, text) for every file, in order. A bad file stops the run before any decoding."""
-    results = transcribe_detailed(model_path, paths, beams=beams, chunk_seconds=chunk_seconds,
-                                  batch_frames=batch_frames, bf16=bf16, threads=threads, progress=progress, lm=lm,
-                                  int8=int8, guard=guard)
-    return [(path, transcript.text) for path, transcript, _ in results]
+def transcribe(model_path: str | os.PathLike, paths: Sequence[str | os.PathLike], **options) -> list[tuple[str, str]]:
+    """(path, text) for every file, in order; ``options`` as for :func:`transcribe_detailed`. A bad
+    file stops the run before any decoding."""
+    return [(path, transcript.text) for path, transcript, _ in transcribe_detailed(model_path, paths, **options)]
 
 
 def transcribe_detailed(
