@@ -158,18 +158,21 @@ def evaluate(
 
     Per-utterance hypotheses (TSV) go to ``out`` (default ``<model>/eval/<data name>.tsv``), a
     reference's beside it as ``<stem>.<recogniser>.tsv`` (none without a model or ``out``).
-    ``model_path`` may be None when ``references`` are given. ``lm``: an ARPA file, ``"none"``,
-    ``"default"``, or None for the LM saved with the model (:func:`echoasr.decoding.resolve_options`).
+    ``model_path`` None: the default model (:func:`echoasr.pretrained.default_model`), or no model
+    when ``references`` are given (``"default"`` names the default model alongside them). ``lm``:
+    an ARPA file, ``"none"``, ``"default"``, or None for the LM saved with the model
+    (:func:`echoasr.decoding.resolve_options`).
     ``int8``: decode on the CPU with dynamically quantised Linear layers (not with ``bf16``).
     ``guard``: the hallucination guard of :mod:`echoasr.decoding` (off: the search alone).
     """
+    from echoasr.pretrained import resolve_model
     from echoasr.processor import resolve_model_dir
     from echoasr.references import parse_names, require, score_reference
 
     names = parse_names(references)
     check_precision(bf16, int8)
-    if model_path is None and not names:
-        raise EchoError("nothing to evaluate: give a model, reference recognisers, or both")
+    if model_path is not None or not names:  # references alone score without a model
+        model_path = resolve_model(model_path)
     for recogniser in names:
         require(recogniser)  # a missing package fails before any decoding
     model_dir = None if model_path is None else resolve_model_dir(model_path)  # a wrong folder fails first
