@@ -28,12 +28,17 @@ LOGIT_TOLERANCE = 2e-3
 
 ARPA = """\\data\\
 ngram 1=4
+ngram 2=2
 
 \\1-grams:
--0.6\t<s>
+-0.6\t<s>\t-0.3
 -0.6\t</s>
 -0.6\t<unk>
--0.3\thello
+-0.3\thello\t-0.3
+
+\\2-grams:
+-0.1\t<s> hello
+-0.1\thello </s>
 
 \\end\\
 """
@@ -232,3 +237,24 @@ def test_a_saved_default_lm_is_built_on_first_use_or_skipped(run, tmp_path, monk
     assert any("decoding without an LM" in r.getMessage() for r in caplog.records)
     with pytest.raises(EchoError, match="pocketsphinx is not installed"):
         resolve_options(source, "default")  # asked for explicitly: an error, not a silent fallback
+
+
+def test_tuning_with_the_general_english_lm_saves_it_by_name(run, tmp_path, monkeypatch):
+    pytest.importorskip("flashlight.lib.text")
+    import echoasr.lm.arpa as arpa
+    from echoasr.tuning import tune
+
+    source, _ = run
+    english = tmp_path / "english.arpa"
+    english.write_text(ARPA)
+    monkeypatch.setattr(arpa, "default_lm", lambda: english)
+    monkeypatch.setattr(arpa, "default_lm_cache", lambda: english)
+    audio = tmp_path / "tone.wav"
+    soundfile.write(audio, tone(), SAMPLE_RATE)
+    manifest = tmp_path / "dev.tsv"
+    manifest.write_text(f"path\ttext\n{audio}\thello\n")
+    tune(source, manifest, "default", lm_weights=(0.5,), word_bonuses=(1.0,), rescore_weights=(1.0,), progress=False)
+    saved = json.loads((source / "lm.json").read_text())
+    assert (saved["lm"], saved["lm_weight"], saved["word_bonus"]) == ("default", 0.5, 1.0)
+    options = resolve_options(source, None)
+    assert options.lm == str(english) and (options.lm_weight, options.word_bonus) == (0.5, 1.0)
