@@ -187,6 +187,13 @@ def test_transcribe_and_evaluate_without_model_use_the_default(run, tmp_path, mo
     assert main(["evaluate", "--beam", "1", "--data", str(manifest), "--out", str(tmp_path / "h.tsv"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["model"] == str(exported)
 
+    monkeypatch.delenv(echoasr.pretrained.MODEL_ENV)
+    monkeypatch.setattr(echoasr.pretrained, "SHIPPED_DIR", exported)
+    monkeypatch.chdir(tmp_path / "runs")
+    assert main(["evaluate", "--beam", "1", "--data", str(manifest)]) == 0
+    assert (tmp_path / "runs" / "eval" / "test.tsv").is_file()  # not inside the package
+    assert not (exported / "eval").exists()
+
 
 def test_no_default_model_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     audio = tmp_path / "tone.wav"
