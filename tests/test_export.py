@@ -11,6 +11,7 @@ import soundfile
 import torch
 from safetensors import safe_open
 
+import echoasr.decoding
 import echoasr.export
 import echoasr.pretrained
 from echoasr.audio import SAMPLE_RATE
@@ -241,9 +242,15 @@ def test_a_saved_default_lm_is_built_on_first_use_or_skipped(run, tmp_path, monk
     monkeypatch.setattr(arpa, "pocketsphinx_lm_path", no_pocketsphinx)
     without = resolve_options(source, None)
     assert without.lm is None
-    assert any("decoding without an LM" in r.getMessage() for r in caplog.records)
+    assert any("pocketsphinx is not installed" in r.getMessage() and "decoding without an LM" in r.getMessage()
+               for r in caplog.records)
     with pytest.raises(EchoError, match="pocketsphinx is not installed"):
         resolve_options(source, "default")  # asked for explicitly: an error, not a silent fallback
+    caplog.clear()
+    monkeypatch.setenv("ECHOASR_CACHE", str(tmp_path / "cache"))  # the LM is there, flashlight-text is not
+    monkeypatch.setattr(echoasr.decoding, "lm_decoding_installed", lambda: False)
+    assert resolve_options(source, None).lm is None
+    assert any("flashlight-text" in r.getMessage() for r in caplog.records)
 
 
 def test_tuning_with_the_general_english_lm_saves_it_by_name(run, tmp_path, monkeypatch):

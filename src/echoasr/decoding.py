@@ -129,14 +129,23 @@ def resolve_options(model_path: str | os.PathLike, lm: str | None, **options: An
     return chosen
 
 
+def lm_decoding_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("flashlight") is not None
+
+
 def _saved_default_lm(model_dir: Path) -> str | None:
-    """The general English LM for a model tuned with it, or None (with a warning) when it cannot be built."""
+    """The general English LM for a model tuned with it, or None (with a warning) when it cannot be
+    built or decoded with (a plain ``pip install echoasr`` has neither pocketsphinx nor flashlight-text)."""
     from echoasr.lm.arpa import default_lm
 
     try:
+        if not lm_decoding_installed():
+            raise EchoError("LM decoding needs flashlight-text")
         return str(default_lm())
     except EchoError as error:
-        log.warning("%s/%s asks for the general English LM, which cannot be built (%s): decoding without an LM",
+        log.warning("%s/%s asks for the general English LM, which is not available (%s): decoding without an LM",
                     model_dir, LM_CONFIG, error)
         return None
 
