@@ -23,7 +23,9 @@ threads), ``rtf_wall`` the wall clock including model loading. ``vs_<recogniser>
 recogniser rtf / configuration rtf (above 1: Echo is faster). ``targets`` are issue 13's RTF
 targets on 2 cores; ``meets_target`` compares the configuration at batch 8 with them.
 
-    .venv/bin/python benchmarks/inference.py --model runs/NAME [--lm words.arpa] [--data test.tsv]
+    .venv/bin/python benchmarks/inference.py [--model runs/NAME] [--lm words.arpa|default] [--data test.tsv]
+
+Without ``--model`` it times the default model (``$ECHOASR_MODEL``, else the one shipped in the package).
 """
 
 from __future__ import annotations
@@ -181,7 +183,8 @@ def benchmark_references(names: list[str], utterances: list, threads: int) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="run folder, model folder or checkpoint")
+    parser.add_argument("--model", default=None,
+                        help="run folder, model folder or checkpoint (default: $ECHOASR_MODEL, else the shipped model)")
     parser.add_argument("--lm", default=None, help="word LM (ARPA, or 'default') for the lm configurations")
     parser.add_argument("--data", default=None, help="manifest or dataset folder (default: flite sentences)")
     parser.add_argument("--split", default=None)
@@ -197,17 +200,19 @@ def main() -> None:
     from echoasr import atomic
     from echoasr.errors import EchoError
     from echoasr.evaluation import load_test_set
+    from echoasr.pretrained import resolve_model
     from echoasr.references import parse_names
 
     torch.set_num_threads(args.threads)
     try:
         references = parse_names(args.references)
+        model = str(resolve_model(args.model))  # no model: fail before synthesising audio
         with tempfile.TemporaryDirectory(prefix="echo-bench-") as scratch:
             if args.data:
                 utterances = take(load_test_set(args.data, args.split), args.seconds)
             else:
                 utterances = synthesise(args.seconds, Path(scratch))
-            echo, facts = benchmark_model(args.model, utterances, args.lm, [int(b) for b in args.batches.split(",")],
+            echo, facts = benchmark_model(model, utterances, args.lm, [int(b) for b in args.batches.split(",")],
                                           args.threads)
             others = benchmark_references(references, utterances, args.threads)
     except EchoError as error:
@@ -220,7 +225,7 @@ def main() -> None:
         if result["batch"] == 8 and result["decoding"] in TARGETS:
             result["meets_target"] = result["rtf"] <= TARGETS[result["decoding"]]
     report = {
-        "model": args.model, "data": args.data or "flite sentences (kal16, slt)",
+        "model": model, "data": args.data or "flite sentences (kal16, slt)",
         "utterances": len(utterances), "audio_seconds": round(sum(u.duration for u in utterances), 2),
         **facts, "targets": TARGETS, "echo": echo, "references": others,
     }

@@ -61,12 +61,16 @@ def test_missing_package_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     assert len(err) == 1 and "pip install 'echoasr[reference]'" in err[0]
 
 
-def test_unknown_recogniser_and_nothing_to_evaluate(tmp_path, capsys):
+def test_unknown_recogniser_and_nothing_to_evaluate(tmp_path, capsys, monkeypatch):
+    import echoasr.pretrained
+
     with pytest.raises(EchoError, match="unknown reference recogniser kaldi"):
         references.parse_names("pocketsphinx,kaldi")
     assert references.parse_names(" whisper-base,pocketsphinx,whisper-base ") == ["whisper-base", "pocketsphinx"]
+    monkeypatch.delenv("ECHOASR_MODEL", raising=False)
+    monkeypatch.setattr(echoasr.pretrained, "SHIPPED_DIR", tmp_path / "none")  # a checkout without the default model
     assert main(["evaluate", "--data", str(tmp_path / "x.tsv")]) == 2
-    assert "nothing to evaluate" in capsys.readouterr().err
+    assert "no default model is shipped" in capsys.readouterr().err
 
 
 needs_flite = pytest.mark.skipif(shutil.which("flite") is None, reason="flite is missing (scripts/install-system-deps)")

@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_commands(commands)
     _add_train_command(commands)
     _add_average_command(commands)
+    _add_export_command(commands)
     _add_evaluate_command(commands)
     _add_transcribe_command(commands)
     _add_demo_command(commands)
@@ -144,9 +145,11 @@ def _add_train_command(subparsers) -> None:
     parser.set_defaults(handler=handler)
 
 
-def _add_decoding_options(parser: argparse.ArgumentParser, model_required: bool = True) -> None:
-    parser.add_argument("--model", required=model_required, metavar="RUN", help="run folder, model folder or checkpoint"
-                        + ("" if model_required else " (optional with --reference)"))
+def _add_decoding_options(parser: argparse.ArgumentParser, references: bool = False) -> None:
+    parser.add_argument("--model", default=None, metavar="RUN",
+                        help="run folder, model folder or checkpoint (default: $ECHOASR_MODEL, else the model shipped "
+                        "with echoasr; 'default' names it" + (", e.g. beside --reference, which alone needs no model)"
+                                                              if references else ")"))
     parser.add_argument("--beam", type=int, default=8, help="beam size (default 8; 1 = greedy)")
     parser.add_argument("--bf16", action="store_true", help="decode under bf16 autocast")
     parser.add_argument("--int8", action="store_true",
@@ -177,6 +180,29 @@ def _add_average_command(subparsers) -> None:
     parser.set_defaults(handler=handler)
 
 
+def _add_export_command(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export", help="write a run's model as a self-contained folder to ship (float16 weights)",
+        description="Write RUN's model (final model, else its latest checkpoint) to OUT: config, float16 weights, "
+        "tokenizer, processor, the tuned LM settings (lm.json; the general English LM by name, another LM copied if "
+        "under 5 MB), the training recipe and export.json (source, training summary, parameters, sha256). OUT is "
+        "written whole or not at all; an earlier export there is replaced.",
+    )
+    parser.add_argument("run", metavar="RUN")
+    parser.add_argument("--out", required=True, metavar="DIR", help="the model folder to write")
+    parser.add_argument("--dtype", default="fp16", choices=["fp16", "fp32"], help="stored weights (default fp16)")
+
+    def handler(args: argparse.Namespace) -> int:
+        from echoasr.export import export_model
+
+        record = export_model(args.run, args.out, dtype=args.dtype)
+        print(f"{args.out}: {record['parameters']:,} parameters, {record['dtype']}, "
+              f"{record['weights_bytes'] / 2**20:.1f} MB of weights, LM {record['lm'] or 'none'}")
+        return 0
+
+    parser.set_defaults(handler=handler)
+
+
 def _add_evaluate_command(subparsers) -> None:
     parser = subparsers.add_parser(
         "evaluate", help="decode a test set and score WER/CER",
@@ -184,7 +210,7 @@ def _add_evaluate_command(subparsers) -> None:
         "CER, substitutions/deletions/insertions and the real-time factor; per-utterance hypotheses go to a TSV. "
         "Utterances longer than the model takes are cut at silences; unreadable ones count as all-deleted.",
     )
-    _add_decoding_options(parser, model_required=False)
+    _add_decoding_options(parser, references=True)
     parser.add_argument("--data", required=True, help="manifest, or dataset folder with --split")
     parser.add_argument("--split", default=None)
     parser.add_argument("--ctc-weight", type=float, default=None, help="CTC weight in joint decoding (default: the model's)")
@@ -301,7 +327,8 @@ def _add_lm_commands(commands: argparse._SubParsersAction) -> None:
     tune.add_argument("--model", required=True, metavar="RUN")
     tune.add_argument("--data", required=True, help="development manifest or dataset folder (never the test set)")
     tune.add_argument("--split", default=None)
-    tune.add_argument("--lm", required=True, metavar="LM.arpa")
+    tune.add_argument("--lm", required=True, metavar="LM.arpa|default",
+                      help="an ARPA file, or 'default': the general English model (saved by name)")
     tune.add_argument("--limit", type=int, default=None, help="at most N utterances (a fixed random sample)")
     tune.add_argument("--no-save", action="store_true", help="print the result only")
     tune.add_argument("--threads", type=int, default=None)

@@ -38,6 +38,7 @@ from echoasr.lm.decoding import Hypothesis, LMOptions, Word, ctc_align, word_tim
 log = logging.getLogger(__name__)
 
 LM_CONFIG = "lm.json"  # beside the model weights: which LM and its tuned weights
+DEFAULT_LM = "default"  # the general English LM (echoasr.lm.arpa.default_lm), by name
 
 
 @dataclass
@@ -77,20 +78,36 @@ def write_lm_config(model_dir: str | os.PathLike, settings: dict[str, Any]) -> P
     return path
 
 
+def saved_lm_path(settings: dict[str, Any], model_dir: str | os.PathLike) -> str | None:
+    """The LM an ``lm.json`` names: :data:`DEFAULT_LM`, or a path (a relative one is beside the
+    model, as in an exported folder)."""
+    lm = settings.get("lm")
+    if not lm or lm == DEFAULT_LM:
+        return lm or None
+    return str(Path(model_dir) / lm)
+
+
 def resolve_options(model_path: str | os.PathLike, lm: str | None, **options: Any) -> DecodingOptions:
     """Decoding options for a model: ``lm`` None uses the LM saved with the model (``lm.json``, if
     any, with its tuned weights), ``"none"`` none, ``"default"`` the general English model, else
     the ARPA file at that path (with the saved weights when it is the saved LM). Explicit options
-    (not None) win."""
+    (not None) win.
+
+    A saved ``default`` LM is built on first use (:func:`echoasr.lm.arpa.default_lm`); where it
+    cannot be (no pocketsphinx), the model decodes without an LM and a warning says so."""
     from echoasr.processor import resolve_model_dir
 
-    saved = read_lm_config(resolve_model_dir(model_path)) or {}
+    model_dir = resolve_model_dir(model_path)
+    saved = read_lm_config(model_dir) or {}
+    saved_lm = saved_lm_path(saved, model_dir)
     chosen = DecodingOptions()
     if lm is None:
-        lm = saved.get("lm")
+        lm = saved_lm
+        if lm == DEFAULT_LM:
+            lm = _saved_default_lm(model_dir)
     elif lm == "none":
         lm = None
-    elif lm == "default":
+    elif lm == DEFAULT_LM:
         from echoasr.lm.arpa import default_lm
 
         lm = str(default_lm())
@@ -98,7 +115,11 @@ def resolve_options(model_path: str | os.PathLike, lm: str | None, **options: An
         if not Path(lm).is_file():
             raise EchoError("no such language model file", lm)
         chosen.lm = str(lm)
-        if saved.get("lm") and Path(saved["lm"]).resolve() == Path(lm).resolve():
+        if saved_lm == DEFAULT_LM:
+            from echoasr.lm.arpa import default_lm_cache
+
+            saved_lm = str(default_lm_cache())
+        if saved_lm and Path(saved_lm).resolve() == Path(lm).resolve():
             for name in ("lm_weight", "word_bonus", "rescore_weight"):
                 if name in saved:
                     setattr(chosen, name, float(saved[name]))
@@ -106,6 +127,27 @@ def resolve_options(model_path: str | os.PathLike, lm: str | None, **options: An
         if value is not None:
             setattr(chosen, name, value)
     return chosen
+
+
+def lm_decoding_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("flashlight") is not None
+
+
+def _saved_default_lm(model_dir: Path) -> str | None:
+    """The general English LM for a model tuned with it, or None (with a warning) when it cannot be
+    built or decoded with (a plain ``pip install echoasr`` has neither pocketsphinx nor flashlight-text)."""
+    from echoasr.lm.arpa import default_lm
+
+    try:
+        if not lm_decoding_installed():
+            raise EchoError("LM decoding needs flashlight-text")
+        return str(default_lm())
+    except EchoError as error:
+        log.warning("%s/%s asks for the general English LM, which is not available (%s): decoding without an LM",
+                    model_dir, LM_CONFIG, error)
+        return None
 
 
 class SpeechDecoder:

@@ -156,26 +156,30 @@ def evaluate(
     ``model_path`` and score it; the reference recognisers named in ``references``
     (:mod:`echoasr.references`) score the same utterances, under ``result["references"]``.
 
-    Per-utterance hypotheses (TSV) go to ``out`` (default ``<model>/eval/<data name>.tsv``), a
+    Per-utterance hypotheses (TSV) go to ``out`` (default ``<model>/eval/<data name>.tsv``, or
+    ``./eval/<data name>.tsv`` for the model shipped in the package), a
     reference's beside it as ``<stem>.<recogniser>.tsv`` (none without a model or ``out``).
-    ``model_path`` may be None when ``references`` are given. ``lm``: an ARPA file, ``"none"``,
-    ``"default"``, or None for the LM saved with the model (:func:`echoasr.decoding.resolve_options`).
+    ``model_path`` None: the default model (:func:`echoasr.pretrained.default_model`), or no model
+    when ``references`` are given (``"default"`` names the default model alongside them). ``lm``:
+    an ARPA file, ``"none"``, ``"default"``, or None for the LM saved with the model
+    (:func:`echoasr.decoding.resolve_options`).
     ``int8``: decode on the CPU with dynamically quantised Linear layers (not with ``bf16``).
     ``guard``: the hallucination guard of :mod:`echoasr.decoding` (off: the search alone).
     """
+    from echoasr.pretrained import resolve_model
     from echoasr.processor import resolve_model_dir
     from echoasr.references import parse_names, require, score_reference
 
     names = parse_names(references)
     check_precision(bf16, int8)
-    if model_path is None and not names:
-        raise EchoError("nothing to evaluate: give a model, reference recognisers, or both")
+    if model_path is not None or not names:  # references alone score without a model
+        model_path = resolve_model(model_path)
     for recogniser in names:
         require(recogniser)  # a missing package fails before any decoding
     model_dir = None if model_path is None else resolve_model_dir(model_path)  # a wrong folder fails first
     utterances = load_test_set(data, split)
     name = Path(data).stem if split is None else f"{Path(data).name}-{split}"
-    target = Path(out) if out else (model_dir / "eval" / f"{name}.tsv" if model_dir else None)
+    target = Path(out) if out else (_results_dir(model_dir) / "eval" / f"{name}.tsv" if model_dir else None)
     result: dict[str, Any] = {"data": str(data) if split is None else f"{data} ({split})",
                               "utterances": len(utterances)}
     if model_path is not None:
@@ -195,6 +199,14 @@ def evaluate(
                 write_hypotheses(path, utterances, texts, reference["failed"])
             result["references"][recogniser] = {**reference, "hypotheses": None if path is None else str(path)}
     return result
+
+
+def _results_dir(model_dir: Path) -> Path:
+    """Where hypotheses go by default: beside the model, or for the model shipped inside the
+    package (read-only where installed), the working directory."""
+    from echoasr import pretrained
+
+    return Path() if model_dir.resolve() == pretrained.SHIPPED_DIR.resolve() else model_dir
 
 
 def _decode_test_set(model_path, utterances, beams, ctc_weight, ctc_greedy, batch_frames, bf16, workers, cache_dir,

@@ -15,6 +15,7 @@ module registers :class:`SpeechProcessor` with transformers' ``AutoProcessor`` f
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -123,29 +124,41 @@ def resolve_model_dir(path: str | os.PathLike) -> Path:
     return checkpoints[-1]
 
 
+@contextlib.contextmanager
+def quiet_progress():
+    """No transformers progress bars inside: a bar for loading or saving a few MB of weights is noise."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def load_pretrained(path: str | os.PathLike, device: str | None = None, int8: bool = False):
-    """(model in eval mode, processor) from a run folder, a final model folder or a checkpoint; the
-    model goes to ``device`` (default: a CUDA GPU if there is one, else the CPU), or with ``int8``
-    to the CPU with its Linear layers dynamically quantised (:func:`echoasr.model.quantize_int8`).
+    """(model in eval mode, processor) from a run folder, a final model folder, a checkpoint or an
+    export (float16 weights, :mod:`echoasr.export`); the model is float32 whatever the stored dtype
+    and goes to ``device`` (default: a CUDA GPU if there is one, else the CPU), or with ``int8`` to
+    the CPU with its Linear layers dynamically quantised (:func:`echoasr.model.quantize_int8`).
 
     The same folder loads through transformers' Auto classes once ``echoasr.processor`` is
     imported: ``AutoModelForSpeechSeq2Seq.from_pretrained(folder)`` and
     ``AutoProcessor.from_pretrained(folder)`` (a :class:`SpeechProcessor`)."""
+    import torch
+
     from echoasr.model import EchoForConditionalGeneration
 
     folder = resolve_model_dir(path)
     processor = SpeechProcessor.from_pretrained(folder)
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # a bar for loading a few MB of weights is noise
     try:
-        model = EchoForConditionalGeneration.from_pretrained(folder)
+        with quiet_progress():
+            # float32 whatever the stored dtype (an export keeps float16 weights): CPU inference needs it
+            model = EchoForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
     except (OSError, ValueError) as error:
         raise EchoError(f"cannot load the model: {error}", folder) from None
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
     if int8:
         from echoasr.model import quantize_int8
 
@@ -153,8 +166,6 @@ def load_pretrained(path: str | os.PathLike, device: str | None = None, int8: bo
             raise EchoError(f"int8 decoding runs on the CPU only, not {device}")
         return quantize_int8(model.eval()), processor
     if device is None:
-        import torch
-
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     return model.eval(), processor

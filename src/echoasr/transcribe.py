@@ -1,4 +1,4 @@
-"""Files to text: ``echoasr transcribe --model RUN AUDIO...`` prints one line per file.
+"""Files to text: ``echoasr transcribe [--model RUN] AUDIO...`` prints one line per file.
 
 A file longer than the model takes (its ``max_duration``, or ``chunk_seconds``) is cut at silences
 into chunks (:func:`silence_cuts`: the last pause in the allowed span, so chunks stay long and
@@ -63,14 +63,14 @@ def chunk_features(processor, audio: np.ndarray, max_seconds: float) -> list[dic
     return [processor.extract(audio[start:end]) for start, end in silence_cuts(audio, max_seconds)]
 
 
-def transcribe(model_path: str | os.PathLike, paths: Sequence[str | os.PathLike], **options) -> list[tuple[str, str]]:
+def transcribe(model_path: str | os.PathLike | None, paths: Sequence[str | os.PathLike], **options) -> list[tuple[str, str]]:
     """(path, text) for every file, in order; ``options`` as for :func:`transcribe_detailed`. A bad
     file stops the run before any decoding."""
     return [(path, transcript.text) for path, transcript, _ in transcribe_detailed(model_path, paths, **options)]
 
 
 def transcribe_detailed(
-    model_path: str | os.PathLike,
+    model_path: str | os.PathLike | None,
     paths: Sequence[str | os.PathLike],
     *,
     beams: int = 8,
@@ -85,11 +85,15 @@ def transcribe_detailed(
 ):
     """(path, :class:`~echoasr.decoding.Transcript`, duration in seconds) for every file: text,
     timed words with confidences (times from the start of the file), and the n-best list (for a
-    file decoded in one piece). ``lm``: see :func:`echoasr.decoding.resolve_options`; ``int8``: dynamically
-    quantised Linear layers on the CPU (not with ``bf16``); ``guard``: the hallucination guard."""
+    file decoded in one piece). ``model_path`` None or ``"default"``: the default model
+    (:func:`echoasr.pretrained.default_model`). ``lm``: see :func:`echoasr.decoding.resolve_options`;
+    ``int8``: dynamically quantised Linear layers on the CPU (not with ``bf16``); ``guard``: the
+    hallucination guard."""
     from echoasr.evaluation import check_precision, torch_threads
+    from echoasr.pretrained import resolve_model
 
     check_precision(bf16, int8)
+    model_path = resolve_model(model_path)
     with torch_threads(threads):
         return _transcribe(model_path, paths, beams, chunk_seconds, batch_frames, bf16, progress, lm, int8, guard)
 

@@ -28,16 +28,23 @@ def tune(model_path: str | os.PathLike, data: str | os.PathLike, lm: str | os.Pa
          rescore_weights=RESCORE_WEIGHTS, save: bool = True, cache_dir: str | os.PathLike | None = None,
          threads: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Grid-search the LM settings on ``data`` (at most ``limit`` utterances, a fixed random
-    sample); returns the best settings, their WER and the grid, and saves them unless ``save`` is off."""
+    sample) for ``lm``, an ARPA file or ``"default"`` (the general English model); returns the best
+    settings, their WER and the grid, and saves them unless ``save`` is off."""
     from echoasr.data import load_dataset_any
     from echoasr.data.featurize import SpeechDataset, extract_features
-    from echoasr.decoding import DecodingOptions, SpeechDecoder, decode_transcripts, write_lm_config
+    from echoasr.decoding import DEFAULT_LM, DecodingOptions, SpeechDecoder, decode_transcripts, write_lm_config
     from echoasr.evaluation import DEFAULT_BATCH_FRAMES, score, torch_threads
     from echoasr.processor import load_pretrained, resolve_model_dir
 
-    lm = Path(lm)
-    if not lm.is_file():
-        raise EchoError("no such language model file", lm)
+    if str(lm) == DEFAULT_LM:  # saved by name, so that the settings hold on any machine (and in an export)
+        from echoasr.lm.arpa import default_lm
+
+        saved_lm, lm = DEFAULT_LM, default_lm()
+    else:
+        lm = Path(lm)
+        if not lm.is_file():
+            raise EchoError("no such language model file", lm)
+        saved_lm = str(lm.resolve())
     with torch_threads(threads):
         model, processor = load_pretrained(model_path)
         utterances = load_dataset_any(data, split=split, max_duration=processor.max_duration)
@@ -72,7 +79,7 @@ def tune(model_path: str | os.PathLike, data: str | os.PathLike, lm: str | os.Pa
                        key=lambda x: x[0], default=(best[0], 1.0))
         wer, rescore_weight = min([(best[0], 1.0), rescored], key=lambda x: x[0])
     settings = {
-        "lm": str(lm.resolve()), "lm_weight": lm_weight, "word_bonus": word_bonus, "rescore_weight": rescore_weight,
+        "lm": saved_lm, "lm_weight": lm_weight, "word_bonus": word_bonus, "rescore_weight": rescore_weight,
         "tuned_on": str(data) if split is None else f"{data} ({split})", "utterances": len(kept),
         "dev_wer": round(wer, 4), "grid": grid,
     }
