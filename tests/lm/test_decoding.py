@@ -1,6 +1,7 @@
 """The CTC + word LM beam search against a brute-force scorer on a tiny vocabulary."""
 
 import itertools
+import logging
 import math
 
 import numpy as np
@@ -194,3 +195,12 @@ def test_character_lm_is_lexicon_free(tmp_path, tokenizer):
     decoder.set_weights(0.0, 0.0)  # without the LM the tie stays a tie: both spellings score the same
     tied = decoder.decode(log_probs)
     assert tied[0].score == pytest.approx(tied[1].score, abs=1e-4)
+
+
+def test_kenlm_loading_banner_goes_to_the_debug_log(tmp_path, tokenizer, capfd, caplog):
+    """KenLM prints 'Loading the LM will be faster...' and a progress bar to fd 2 on every ARPA load."""
+    with caplog.at_level(logging.DEBUG, logger="echoasr.lm.decoding"):
+        decoder = CTCLMDecoder(write_arpa(tmp_path / "lm.arpa"), tokenizer)
+    assert "Loading the LM" not in capfd.readouterr().err
+    assert any("Loading the LM will be faster" in record.getMessage() for record in caplog.records)
+    assert decoder.decode(emissions(tokenizer, 0))[0].text  # the model loaded and decodes

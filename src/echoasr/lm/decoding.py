@@ -16,9 +16,12 @@ which :func:`word_timings` makes word start/end times and confidences.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +31,26 @@ from echoasr.errors import EchoError
 from echoasr.lm.arpa import CHARACTER_SEPARATOR, SENTENCE_MARKERS, is_character_lm, read_unigrams
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def kenlm_output_to_log(lm_path: str | os.PathLike):
+    """KenLM (C++) writes its ARPA-loading banner and progress bar straight to the process's
+    stderr on every load; catch file descriptor 2 meanwhile and pass the text to the debug log, so
+    that `transcribe` and `evaluate` print only what the user asked for."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode(errors="replace").strip()
+            if text:
+                log.debug("KenLM loading %s: %s", lm_path, text)
 
 BLANK_ID = 0  # the CTC blank is the pad id (echoasr.model.modeling)
 SENTENCEPIECE_WORD_START = "\u2581"
@@ -149,7 +172,8 @@ class CTCLMDecoder(_FlashlightDecoder):
             raise EchoError("no word of the language model can be spelt with the model's tokens", lm_path)
         self.lexicon_size = len(spellings)
         try:
-            self.lm = KenLM(str(lm_path), self.words)
+            with kenlm_output_to_log(lm_path):
+                self.lm = KenLM(str(lm_path), self.words)
         except RuntimeError as error:
             raise EchoError(f"cannot load the language model: {str(error)[-200:]}", lm_path) from None
         self.separator = word_separator(tokenizer)
@@ -197,7 +221,8 @@ class CTCCharLMDecoder(_FlashlightDecoder):
         for piece in token_pieces(tokenizer):  # dictionary index = token id
             self.units.add_entry(CHARACTER_SEPARATOR if piece == " " else piece)
         try:
-            self.lm = KenLM(str(lm_path), self.units)
+            with kenlm_output_to_log(lm_path):
+                self.lm = KenLM(str(lm_path), self.units)
         except RuntimeError as error:
             raise EchoError(f"cannot load the language model: {str(error)[-200:]}", lm_path) from None
         self.separator = word_separator(tokenizer)
