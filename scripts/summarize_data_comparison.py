@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from echoasr import atomic
 from echoasr.experiments.runner import per_utterance_errors
 from echoasr.experiments.stats import paired_bootstrap
 
@@ -25,8 +26,8 @@ TRAINING_SETS = {
     "b": "same voices, 6 apparent speakers each (30% WORLD-transformed), rooms, codecs, noise",
     "c": "b + the game's real speech (train speakers) at 30% of the hours",
 }
-# (result file stem, column heading); the reference JSON has the same stem + ".references.json"
 COMPARISONS = [("a", "b"), ("b", "c"), ("a", "c")]  # (baseline, system)
+# result file stem: legend; the reference JSON has the same stem + ".references.json"
 TEST_SETS = {
     "test_unseen": "held-out voices, with channels (data/synth10h test_unseen, 200)",
     "test_unseen_clean": "held-out voices, clean (demo corpus test_unseen, 200)",
@@ -96,10 +97,9 @@ def main(argv: list[str] | None = None) -> int:
                   "95% interval, two-sided p (negative: the second set is better).\n\n" + "\n".join(lines) + "\n")
 
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps({"runs": rows, "references": references, "test_sets": TEST_SETS,
-                                                       "paired_effects": effects},
-                                                      indent=1) + "\n", encoding="utf-8")
-    (args.out / "results.md").write_text(table, encoding="utf-8")
+    atomic.write_text(args.out / "results.json", json.dumps(
+        {"runs": rows, "references": references, "test_sets": TEST_SETS, "paired_effects": effects}, indent=1) + "\n")
+    atomic.write_text(args.out / "results.md", table)
     print(table)
     return 0
 

@@ -32,6 +32,9 @@ from echoasr.lm.arpa import CHARACTER_SEPARATOR, SENTENCE_MARKERS, is_character_
 
 log = logging.getLogger(__name__)
 
+BLANK_ID = 0  # the CTC blank is the pad id (echoasr.model.modeling)
+SENTENCEPIECE_WORD_START = "\u2581"
+
 
 @contextlib.contextmanager
 def kenlm_output_to_log(lm_path: str | os.PathLike):
@@ -51,9 +54,6 @@ def kenlm_output_to_log(lm_path: str | os.PathLike):
             text = capture.read().decode(errors="replace").strip()
             if text:
                 log.debug("KenLM loading %s: %s", lm_path, text)
-
-BLANK_ID = 0  # the CTC blank is the pad id (echoasr.model.modeling)
-SENTENCEPIECE_WORD_START = "\u2581"
 
 
 @dataclass
