@@ -377,19 +377,34 @@ def _add_experiment_command(subparsers) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="experiment folder (runs, results, report)")
     parser.add_argument("--human", metavar="MANIFEST", help="also evaluate on this human-speech manifest")
     parser.add_argument("--split", default="test_unseen", help="test split of --data (default test_unseen: held-out voices)")
+    parser.add_argument("--test", action="append", default=[], metavar="NAME=MANIFEST",
+                        help="one more named test set (repeatable), e.g. game=data/fotaq/test.tsv; added to a "
+                        "grid later, it is evaluated on the runs that finished without it")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per configuration (default: the plan's, 3)")
     parser.add_argument("--parallel", type=int, default=2, help="concurrent runs (default 2)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default 1 when parallel)")
     parser.add_argument("--cache-dir", metavar="DIR", help="feature cache (default: DATA/features-cache)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: write an interim report of the runs finished so far "
+                        "(safe while the grid runs in another process)")
 
     def handler(args: argparse.Namespace) -> int:
         from echoasr.experiments.plans import load_plan
         from echoasr.experiments.runner import run_experiment
 
+        tests = {}
+        for entry in args.test:
+            name, separator, manifest = entry.partition("=")
+            if not separator or not name or not manifest:
+                raise EchoError(f"--test {entry!r}: expected NAME=MANIFEST")
+            tests[name] = manifest
         plan = load_plan(args.plan)
-        run_experiment(plan, args.data, args.out, seeds=args.seeds, parallel=args.parallel, threads=args.threads,
-                       human=args.human, split=args.split, cache_dir=args.cache_dir)
-        print(f"report: {args.out}/report.md; results: {args.out}/results.json")
+        results = run_experiment(plan, args.data, args.out, seeds=args.seeds, parallel=args.parallel,
+                                 threads=args.threads, human=args.human, split=args.split, tests=tests,
+                                 cache_dir=args.cache_dir, report_only=args.report_only)
+        settings = results["settings"]
+        print(f"{settings['runs_finished']} of {settings['runs_planned']} runs finished; "
+              f"report: {args.out}/report.md; results: {args.out}/results.json")
         return 0
 
     parser.set_defaults(handler=handler)

@@ -6,8 +6,9 @@ import shutil
 import pytest
 
 from echoasr import training
+from echoasr.errors import EchoError
 from echoasr.experiments.plans import load_plan
-from echoasr.experiments.runner import RESULT_FILE, run_experiment, run_folder
+from echoasr.experiments.runner import RESULT_FILE, plan_tasks, run_experiment, run_folder, test_sets
 
 PLAN = """
 name: tiny-test
@@ -84,10 +85,54 @@ def test_experiment_writes_results_and_report_and_resumes(tts_corpus, plan, tmp_
     assert [e["step"] for e in resumed["log_history"] if "loss" in e][:3] == [1, 2, 3]
     assert results["configurations"]["phase"]["steps"] == [6]
 
+    # A test set added to the finished grid is evaluated on every run; nothing is trained.
+    calls.clear()
+    results = run_experiment(plan, tts_corpus, out, tests={"again": str(tts_corpus / "dev.tsv")}, **options)
+    assert calls == []
+    for name in ("plain", "phase"):
+        sets = json.loads((run_folder(out, name, 0) / RESULT_FILE).read_text())["sets"]
+        assert sets["again"]["cer"] == sets["human"]["cer"]  # the same manifest as --human
+        assert sets["again"]["char_errors"] == sets["human"]["char_errors"]
+    assert ("phase", "plain", "again", "cer") in {(c["system"], c["baseline"], c["set"], c["metric"])
+                                                 for c in results["comparisons"]}
+    report = (out / "report.md").read_text()
+    assert "again CER" in report and f"--test again={tts_corpus / 'dev.tsv'}" in report
+    with pytest.raises(EchoError, match="taken"):
+        run_experiment(plan, tts_corpus, out, tests={"human": str(tts_corpus / "dev.tsv")}, **options)
+
+
+def test_report_only_reports_finished_runs_and_trains_nothing(tts_corpus, plan, tmp_path, monkeypatch):
+    from echoasr import evaluation
+    from echoasr.experiments.plans import Plan
+
+    out, cache = tmp_path / "exp", tmp_path / "cache"
+    options = dict(seeds=1, threads=1, split="test", cache_dir=cache, progress=False)
+    with pytest.raises(EchoError, match="no finished runs"):
+        run_experiment(plan, tts_corpus, out, report_only=True, **options)
+    # only `plain` has run (a plan of its first configuration): the grid is half done
+    first_only = Plan(plan.name, plan.preset, plan.configurations[:1], plan.train, plan.eval_beams, plan.seeds)
+    run_experiment(first_only, tts_corpus, out, plots=False, **options)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("report_only must not train or evaluate")
+
+    monkeypatch.setattr(training, "train", refuse)
+    monkeypatch.setattr(evaluation, "evaluate", refuse)
+    results = run_experiment(plan, tts_corpus, out, report_only=True, **options)
+
+    settings = results["settings"]
+    assert (settings["runs_planned"], settings["runs_finished"], settings["runs_missing"]) == (2, 1, ["phase/seed0"])
+    assert results["configurations"]["plain"]["seeds"] == [0]
+    assert results["configurations"]["phase"]["seeds"] == [] and results["comparisons"] == []
+    assert not run_folder(out, "phase", 0).exists()
+    report = (out / "report.md").read_text()
+    assert "Interim report: 1 of 2 runs finished" in report and "`phase/seed0`" in report
+    assert "| `phase` | + phase |" in report and "n/a" in report
+    assert (out / "plots" / "error_rates.png").stat().st_size > 1000
+    assert "plots/utterance.png" not in report  # its pitch model (`phase` seed 0) has not run
+
 
 def test_changed_plan_refuses_an_existing_run(tts_corpus, plan, tmp_path):
-    from echoasr.errors import EchoError
-
     out = tmp_path / "exp"
     folder = run_folder(out, "plain", 0)
     config = plan.train_config(plan.configuration("plain"), 0).merged({"learning_rate": 1e-4})
@@ -95,6 +140,23 @@ def test_changed_plan_refuses_an_existing_run(tts_corpus, plan, tmp_path):
     (folder / "train_config.yaml").write_text(__import__("yaml").safe_dump(config.to_dict()))
     with pytest.raises(EchoError, match="learning_rate"):
         run_experiment(plan, tts_corpus, out, seeds=1, split="test", progress=False)
+
+
+def test_a_run_saved_before_an_option_existed_is_the_same_configuration(tts_corpus, plan, tmp_path):
+    import yaml
+
+    out = tmp_path / "exp"
+    folder = run_folder(out, "plain", 0)
+    folder.mkdir(parents=True)
+    saved = plan.train_config(plan.configuration("plain"), 0).to_dict()
+    del saved["average_last"], saved["mix"]  # options added later; their defaults are the old behaviour
+    (folder / "train_config.yaml").write_text(yaml.safe_dump(saved))
+    tasks = plan_tasks(plan, tts_corpus, out, 1, None, test_sets(tts_corpus, "test", None), None)
+    assert [t.configuration for t in tasks] == ["plain", "phase"]
+    saved["average_last"] = 2
+    (folder / "train_config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(EchoError, match="average_last"):
+        plan_tasks(plan, tts_corpus, out, 1, None, test_sets(tts_corpus, "test", None), None)
 
 
 def test_builtin_plans_are_valid_and_compare_one_change():

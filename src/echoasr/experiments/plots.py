@@ -42,7 +42,8 @@ def draw_figures(results: dict[str, Any], out: Path) -> dict[str, str]:
 
 
 def _error_rates(plt, results, folder: Path) -> Path:
-    configurations = results["configurations"]
+    # an interim report's configurations without finished runs have nothing to draw
+    configurations = {n: c for n, c in results["configurations"].items() if c["seeds"]}
     names = list(configurations)
     sets = list(next(iter(configurations.values()))["sets"])
     figure, axes = plt.subplots(1, 2 * len(sets), figsize=(4.5 * 2 * len(sets), 0.35 * len(names) + 1.5),
@@ -51,7 +52,7 @@ def _error_rates(plt, results, folder: Path) -> Path:
     for column, (set_name, metric) in enumerate((s, m) for s in sets for m in ("wer", "cer")):
         ax = axes[0, column]
         intervals = [configurations[n]["sets"][set_name][metric] for n in names]
-        means = np.array([100 * i["mean"] for i in intervals])
+        means = np.array([100 * i["mean"] if i["n"] else np.nan for i in intervals])
         errors = np.array([[100 * (i["mean"] - i["low"]), 100 * (i["high"] - i["mean"])] if i["low"] is not None
                            else [0.0, 0.0] for i in intervals]).T
         ax.errorbar(means, positions, xerr=errors, fmt="o", capsize=3)

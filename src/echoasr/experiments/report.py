@@ -27,7 +27,8 @@ def build_results(plan: Plan, runs: list[dict[str, Any]], settings: dict[str, An
     by_configuration: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         by_configuration.setdefault(run["configuration"], []).append(run)
-    set_names = list(runs[0]["sets"]) if runs else []
+    # an interim report can hold runs that have not yet been tested on a set added to the grid
+    set_names = list(settings.get("test_sets") or (runs[0]["sets"] if runs else []))
     configurations = {}
     for configuration in plan.configurations:
         group = sorted(by_configuration.get(configuration.name, []), key=lambda r: r["seed"])
@@ -37,7 +38,7 @@ def build_results(plan: Plan, runs: list[dict[str, Any]], settings: dict[str, An
             "model": configuration.model, "seeds": [r["seed"] for r in group],
             "parameters": sorted({r["parameters"] for r in group}), "steps": sorted({r["steps"] for r in group}),
             "train_minutes": mean_interval([r["train_seconds"] / 60 for r in group]).mean if group else None,
-            "sets": {name: {metric: _interval([r["sets"][name][metric] for r in group])
+            "sets": {name: {metric: _interval([r["sets"][name][metric] for r in group if name in r["sets"]])
                             for metric in METRICS} for name in set_names},
         }
         dev = [r["dev"]["cer"] for r in group if r.get("dev")]
@@ -46,12 +47,11 @@ def build_results(plan: Plan, runs: list[dict[str, Any]], settings: dict[str, An
     comparisons = []
     for baseline, system in plan.comparisons():
         for name in set_names:
+            tested = [[r for r in by_configuration.get(c, []) if name in r["sets"]] for c in (baseline, system)]
             for metric, (errors_key, lengths_key) in METRICS.items():
-                effect = _compare(by_configuration.get(baseline, []), by_configuration.get(system, []), name,
-                                  errors_key, lengths_key)
+                effect = _compare(*tested, name, errors_key, lengths_key)
                 if effect is not None:
-                    seeds = welch_difference([r["sets"][name][metric] for r in by_configuration[baseline]],
-                                             [r["sets"][name][metric] for r in by_configuration[system]])
+                    seeds = welch_difference(*[[r["sets"][name][metric] for r in side] for side in tested])
                     comparisons.append({"baseline": baseline, "system": system, "set": name, "metric": metric,
                                         **asdict(effect), "significant": effect.significant,
                                         "seed_level": None if seeds is None else asdict(seeds)})
@@ -126,11 +126,13 @@ def _parameters(values: list[int]) -> str:
 def render_markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
     settings = results["settings"]
     configurations = results["configurations"]
-    set_names = [settings["split"]] + (["human"] if settings.get("human") else [])
+    sources = settings.get("test_sets") or {settings["split"]: f"{settings['data']}::{settings['split']}",
+                                             **({"human": settings["human"]} if settings.get("human") else {})}
+    set_names = list(sources)
     lines = [
         f"# Experiment report: plan `{settings['plan']}`", "",
-        f"Data: `{settings['data']}` (test on `{settings['split']}`"
-        + (f" and the human set `{settings['human']}`" if settings.get("human") else "") + "). "
+        f"Data: `{settings['data']}` (test sets: "
+        + ", ".join(f"`{name}` = `{source}`" for name, source in sources.items()) + "). "
         f"{settings['seeds']} seed(s) per configuration, every run at the same step budget on the same data and "
         f"tokenizer; evaluation with {settings['eval_beams']} beam(s) (joint CTC/attention). Error rates are "
         "percentages: mean over seeds ± the half-width of the 95% t-interval. Effects are in absolute "
@@ -140,8 +142,18 @@ def render_markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
         "seed-level column (difference of seed means, Welch 95% interval and p), which needs 2+ seeds per side.", "",
         "Reproduce: `echoasr experiment --plan " + settings["plan"] + f" --data {settings['data']} --out OUT"
         + (f" --human {settings['human']}" if settings.get("human") else "")
+        + "".join(f" --test {name}={source}" for name, source in sources.items()
+                  if name not in (settings["split"], "human"))
         + f" --seeds {settings['seeds']} --parallel {settings['parallel']}`", "",
     ]
+    missing = settings.get("runs_missing") or []
+    if missing:
+        lines += [
+            f"**Interim report: {settings['runs_finished']} of {settings['runs_planned']} runs finished.** "
+            "A configuration without finished runs shows n/a, one with fewer seeds than planned has a wider "
+            "interval, and a comparison appears only where both sides have finished runs. Rerun the command "
+            "above to continue the grid. Not yet finished: " + ", ".join(f"`{m}`" for m in missing) + ".", "",
+        ]
     for question, text in results["questions"].items():
         members = [n for n, c in configurations.items() if c["question"] == question]
         baselines = [b for n in members for b in configurations[n]["baselines"] if b not in members]

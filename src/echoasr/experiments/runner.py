@@ -51,10 +51,18 @@ def run_folder(out: Path, configuration: str, seed: int) -> Path:
     return out / "runs" / configuration / f"seed{seed}"
 
 
-def test_sets(data: str | os.PathLike, split: str, human: str | os.PathLike | None) -> dict[str, str]:
+def test_sets(data: str | os.PathLike, split: str, human: str | os.PathLike | None,
+              extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Test-set name -> ``DIR::split`` (a split of the corpus) or a manifest path."""
     sets = {split: f"{data}::{split}"}
     if human is not None:
         sets["human"] = str(human)
+    for name, manifest in (extra or {}).items():
+        if name in sets:
+            raise EchoError(f"test set name {name!r} is taken (the corpus split or --human)")
+        if not Path(manifest).is_file():
+            raise EchoError(f"test set {name}: no such manifest", manifest)
+        sets[name] = str(manifest)
     return sets
 
 
@@ -75,7 +83,10 @@ def _check_same_config(folder: Path, expected: dict[str, Any]) -> None:
     saved = folder / "train_config.yaml"
     if not saved.is_file():
         return
-    previous = yaml.safe_load(saved.read_text()) or {}
+    from echoasr.training import TrainConfig
+
+    # options added to TrainConfig since the run started take their defaults, as when it resumes
+    previous = TrainConfig.from_dict(yaml.safe_load(saved.read_text()) or {}, str(saved)).to_dict()
     differing = sorted(k for k in set(previous) | set(expected)
                        if k not in _IGNORED_OPTIONS and previous.get(k) != expected.get(k))
     if differing:
@@ -125,12 +136,16 @@ def _source(test_set: str) -> tuple[str, str | None]:
 def execute_run(task: RunTask) -> dict[str, Any]:
     """Train (or resume) and evaluate one run; returns and writes its result."""
     from echoasr import training
-    from echoasr.evaluation import evaluate
     from echoasr.training import CONFIG_FILE, SUMMARY_FILE, TrainConfig
 
     folder = Path(task.folder)
     if (folder / RESULT_FILE).is_file():
-        return json.loads((folder / RESULT_FILE).read_text())
+        result = json.loads((folder / RESULT_FILE).read_text())
+        missing = {n: s for n, s in task.test_sets.items() if n not in result["sets"]}
+        if missing:  # a test set added to the grid after this run finished: evaluate only that
+            result["sets"].update(_evaluate_sets(task, missing))
+            atomic.write_text(folder / RESULT_FILE, json.dumps(result) + "\n")
+        return result
     config = TrainConfig.from_dict(task.config)
     summary = json.loads((folder / SUMMARY_FILE).read_text()) if (folder / SUMMARY_FILE).is_file() else None
     if summary is None or summary["steps"] < config.max_steps:
@@ -140,13 +155,7 @@ def execute_run(task: RunTask) -> dict[str, Any]:
                                      resume_overrides={"max_steps": config.max_steps, "threads": task.threads})
         else:
             summary = training.train(task.data, folder, config, cache_dir=task.cache_dir, progress=False)
-    sets = {}
-    for name, test_set in task.test_sets.items():
-        source, split = _source(test_set)
-        metrics = evaluate(folder, source, split=split, beams=task.beams, threads=task.threads,
-                           cache_dir=task.cache_dir, out=folder / "eval" / f"{name}.tsv", progress=False)
-        sets[name] = {"wer": metrics["wer"], "cer": metrics["cer"], "utterances": metrics["utterances"],
-                      **per_utterance_errors(Path(metrics["hypotheses"]))}
+    sets = _evaluate_sets(task, task.test_sets)
     result = {
         "configuration": task.configuration, "seed": task.seed,
         "parameters": summary["parameters"], "steps": summary["steps"], "train_seconds": summary["train_seconds"],
@@ -155,6 +164,20 @@ def execute_run(task: RunTask) -> dict[str, Any]:
     }
     atomic.write_text(folder / RESULT_FILE, json.dumps(result) + "\n")
     return result
+
+
+def _evaluate_sets(task: RunTask, test_sets: dict[str, str]) -> dict[str, dict[str, Any]]:
+    from echoasr.evaluation import evaluate
+
+    folder = Path(task.folder)
+    sets = {}
+    for name, test_set in test_sets.items():
+        source, split = _source(test_set)
+        metrics = evaluate(folder, source, split=split, beams=task.beams, threads=task.threads,
+                           cache_dir=task.cache_dir, out=folder / "eval" / f"{name}.tsv", progress=False)
+        sets[name] = {"wer": metrics["wer"], "cer": metrics["cer"], "utterances": metrics["utterances"],
+                      **per_utterance_errors(Path(metrics["hypotheses"]))}
+    return sets
 
 
 def per_utterance_errors(tsv: Path) -> dict[str, list]:
@@ -230,10 +253,16 @@ def run_tasks(tasks: list[RunTask], parallel: int = 1, progress: bool = True) ->
 
 def run_experiment(plan: Plan, data: str | os.PathLike, out: str | os.PathLike, *, seeds: int | None = None,
                    parallel: int = 1, threads: int | None = None, human: str | os.PathLike | None = None,
-                   split: str = "test_unseen", cache_dir: str | os.PathLike | None = None,
-                   progress: bool = True, plots: bool = True) -> dict[str, Any]:
+                   split: str = "test_unseen", tests: dict[str, str] | None = None,
+                   cache_dir: str | os.PathLike | None = None, progress: bool = True, plots: bool = True,
+                   report_only: bool = False) -> dict[str, Any]:
     """Run (or resume) ``plan`` on the corpus ``data`` into ``out``; writes ``results.json``,
-    ``report.md`` and plots, and returns the results."""
+    ``report.md`` and plots, and returns the results. Every run is tested on the corpus's ``split``,
+    on ``human`` (a manifest) and on ``tests`` (name -> manifest); a set added later is evaluated
+    on the runs that finished without it.
+
+    ``report_only``: train and evaluate nothing; report the runs finished so far (an interim look at
+    a long grid, safe while another invocation runs it: every result file is written atomically)."""
     from echoasr.data.featurize import default_cache_dir
     from echoasr.experiments.report import build_results, write_report
 
@@ -248,26 +277,38 @@ def run_experiment(plan: Plan, data: str | os.PathLike, out: str | os.PathLike, 
     if threads is None and parallel > 1:
         threads = 1
     cache = cache_dir if cache_dir is not None else default_cache_dir(data)
-    tasks = plan_tasks(plan, data, out, seeds, threads, test_sets(data, split, human), cache)
-    out.mkdir(parents=True, exist_ok=True)
+    sets = test_sets(data, split, human, tests)
+    tasks = plan_tasks(plan, data, out, seeds, threads, sets, cache)
     start = time.monotonic()
-    prepare_features(tasks, progress)
-    runs = run_tasks(tasks, parallel, progress)
+    if report_only:
+        finished = [t for t in tasks if (Path(t.folder) / RESULT_FILE).is_file()]
+        if not finished:
+            raise EchoError(f"no finished runs to report yet (0 of {len(tasks)})", out)
+        runs = [json.loads((Path(t.folder) / RESULT_FILE).read_text()) for t in finished]
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        prepare_features(tasks, progress)
+        runs = run_tasks(tasks, parallel, progress)
+    done = {(r["configuration"], r["seed"]) for r in runs}
     results = build_results(plan, runs, settings={
         "plan": plan.name, "data": str(data), "split": split, "human": None if human is None else str(human),
+        "test_sets": sets,
         "seeds": seeds, "parallel": parallel, "threads": threads, "eval_beams": plan.eval_beams,
         "wall_seconds_this_invocation": round(time.monotonic() - start, 1),
+        "runs_planned": len(tasks), "runs_finished": len(runs),
+        "runs_missing": [f"{t.configuration}/seed{t.seed}" for t in tasks if (t.configuration, t.seed) not in done],
         "plan_definition": asdict(plan),
     })
-    figures = _utterance_figure(plan, data, split, out, seeds) if plots else {}
+    figures = _utterance_figure(plan, data, split, out, seeds, done) if plots else {}
     write_report(results, out, plots=plots, extra_figures=figures)
     return results
 
 
-def _utterance_figure(plan: Plan, data, split: str, out: Path, seeds: int) -> dict[str, str]:
+def _utterance_figure(plan: Plan, data, split: str, out: Path, seeds: int,
+                      done: set[tuple[str, int]]) -> dict[str, str]:
     """f0, rotary angle/radius and attention maps for the first test utterance: the configuration
     with every pitch mechanism (`all-pitch`, else the last one using pitch) against the first
-    (plain) configuration, seed 0."""
+    (plain) configuration, seed 0; none until both runs (in ``done``) have finished."""
     from echoasr.data import load_dataset_any
     from echoasr.experiments.plots import draw_utterance
     from echoasr.model import EchoConfig
@@ -278,6 +319,8 @@ def _utterance_figure(plan: Plan, data, split: str, out: Path, seeds: int) -> di
     if not pitched:
         return {}
     chosen = next((c for c in pitched if c.name == "all-pitch"), pitched[-1])
+    if not {(chosen.name, 0), (plain.name, 0)} <= done:
+        return {}
     utterance = load_dataset_any(data, split=split)[0]
     path = out / "plots" / "utterance.png"
     draw_utterance(run_folder(out, chosen.name, 0), run_folder(out, plain.name, 0), utterance, path)
