@@ -8,7 +8,7 @@ import pytest
 from echoasr import training
 from echoasr.errors import EchoError
 from echoasr.experiments.plans import load_plan
-from echoasr.experiments.runner import RESULT_FILE, plan_tasks, run_experiment, run_folder, test_sets
+from echoasr.experiments.runner import RESULT_FILE, plan_tasks, run_experiment, run_folder, named_test_sets
 
 PLAN = """
 name: tiny-test
@@ -126,10 +126,17 @@ def test_report_only_reports_finished_runs_and_trains_nothing(tts_corpus, plan, 
     assert results["configurations"]["phase"]["seeds"] == [] and results["comparisons"] == []
     assert not run_folder(out, "phase", 0).exists()
     report = (out / "report.md").read_text()
-    assert "Interim report: 1 of 2 runs finished" in report and "`phase/seed0`" in report
+    assert "Interim report: 1 of 2 runs finished" in report and "Not yet finished: every seed of `phase`." in report
     assert "| `phase` | + phase |" in report and "n/a" in report
     assert (out / "plots" / "error_rates.png").stat().st_size > 1000
     assert "plots/utterance.png" not in report  # its pitch model (`phase` seed 0) has not run
+
+
+def test_missing_runs_are_listed_by_configuration():
+    from echoasr.experiments.report import _missing_runs
+
+    missing = ["plain/seed2", "mel+f0/seed0", "mel+f0/seed1", "mel+f0/seed2", "phase/seed0", "phase/seed2"]
+    assert _missing_runs(missing, 3) == "`plain` seed 2; `phase` seeds 0, 2; every seed of `mel+f0`"
 
 
 def test_changed_plan_refuses_an_existing_run(tts_corpus, plan, tmp_path):
@@ -151,12 +158,12 @@ def test_a_run_saved_before_an_option_existed_is_the_same_configuration(tts_corp
     saved = plan.train_config(plan.configuration("plain"), 0).to_dict()
     del saved["average_last"], saved["mix"]  # options added later; their defaults are the old behaviour
     (folder / "train_config.yaml").write_text(yaml.safe_dump(saved))
-    tasks = plan_tasks(plan, tts_corpus, out, 1, None, test_sets(tts_corpus, "test", None), None)
+    tasks = plan_tasks(plan, tts_corpus, out, 1, None, named_test_sets(tts_corpus, "test", None), None)
     assert [t.configuration for t in tasks] == ["plain", "phase"]
     saved["average_last"] = 2
     (folder / "train_config.yaml").write_text(yaml.safe_dump(saved))
     with pytest.raises(EchoError, match="average_last"):
-        plan_tasks(plan, tts_corpus, out, 1, None, test_sets(tts_corpus, "test", None), None)
+        plan_tasks(plan, tts_corpus, out, 1, None, named_test_sets(tts_corpus, "test", None), None)
 
 
 def test_builtin_plans_are_valid_and_compare_one_change():

@@ -136,11 +136,26 @@ def _full() -> Plan:
         name="full", preset="small",
         train=dict(max_minutes=None),  # the small preset's 2,800 steps
         eval_beams=8,
+        # Runs go in this order (every seed of one configuration, then the next), so an interrupted
+        # grid has answered the headline comparisons first: f0 beside the mel, every pitch mechanism
+        # together, then each mechanism, then the other inputs.
         configurations=[
-            # inputs
             c("plain", "position", plain, description="mel input, plain RoPE"),
-            c("f0-only", "inputs", dict(plain, features=["f0"]), "plain", "f0 (log z) input only (the seed's claim)"),
             c("mel+f0", "inputs", MEL_F0, "plain", "mel + f0 (log z)"),
+            c("all-pitch", "position", PITCH_MODEL, "plain", "mel + f0, phase, bounded radius, pitch bias"),
+            # position mechanisms
+            c("phase-median", "position", dict(plain, rotary_theta_mode="phase_median"), ["phase", "plain"],
+              "+ phase clock normalised by median voiced f0"),
+            c("phase", "position", dict(plain, rotary_theta_mode="phase"), "plain", "+ pitch-warped rotary phase"),
+            c("pitch-bias", "position", dict(plain, pitch_bias=True), ["plain", "voicing-bias"], "+ pitch bias"),
+            c("voicing-bias", "position", dict(plain, pitch_bias=True, pitch_bias_mode="voicing"), "plain",
+              "+ voicing-only bias (control)"),
+            c("radius", "position", dict(plain, rotary_radius="bounded"), "plain", "+ bounded radius"),
+            c("radius-raw", "position", dict(plain, rotary_radius="raw"), "plain", "+ raw radius (seed-faithful)"),
+            c("additive", "position", dict(plain, rotary_theta_mode="additive"), "plain", "+ additive theta (seed)"),
+            c("no-positions", "position", dict(plain, rotary_positions=False), "plain", "no encoder positions"),
+            # inputs
+            c("f0-only", "inputs", dict(plain, features=["f0"]), "plain", "f0 (log z) input only (the seed's claim)"),
             c("world", "inputs", dict(plain, features=["harmonic", "aperiodic"]), "plain", "WORLD harmonic + aperiodic"),
             c("world+f0", "inputs", dict(plain, features=["harmonic", "aperiodic", "f0"]), "world",
               "WORLD harmonic + aperiodic + f0"),
@@ -148,18 +163,6 @@ def _full() -> Plan:
             # f0 representation (mel + f0, the f0 channel changes)
             c("mel+f0-hz", "f0", dict(MEL_F0, feature_f0_representation="hz"), "mel+f0", "f0 as Hz / 150, not normalised"),
             c("mel+f0-voicing", "f0", dict(MEL_F0, feature_f0_representation="voicing"), "mel+f0", "voicing flag only"),
-            # position mechanisms
-            c("no-positions", "position", dict(plain, rotary_positions=False), "plain", "no encoder positions"),
-            c("additive", "position", dict(plain, rotary_theta_mode="additive"), "plain", "+ additive theta (seed)"),
-            c("phase", "position", dict(plain, rotary_theta_mode="phase"), "plain", "+ pitch-warped rotary phase"),
-            c("phase-median", "position", dict(plain, rotary_theta_mode="phase_median"), ["phase", "plain"],
-              "+ phase clock normalised by median voiced f0"),
-            c("radius", "position", dict(plain, rotary_radius="bounded"), "plain", "+ bounded radius"),
-            c("radius-raw", "position", dict(plain, rotary_radius="raw"), "plain", "+ raw radius (seed-faithful)"),
-            c("pitch-bias", "position", dict(plain, pitch_bias=True), ["plain", "voicing-bias"], "+ pitch bias"),
-            c("voicing-bias", "position", dict(plain, pitch_bias=True, pitch_bias_mode="voicing"), "plain",
-              "+ voicing-only bias (control)"),
-            c("all-pitch", "position", PITCH_MODEL, "plain", "mel + f0, phase, bounded radius, pitch bias"),
             # the seed configuration, with its own optimizer and options
             c("seed", "seed", {}, "plain", "the seed preset (MaxFactor, the original components)", preset="seed"),
         ],

@@ -123,6 +123,18 @@ def _parameters(values: list[int]) -> str:
     return ", ".join(f"{v / 1e6:.2f} M" if v >= 1e5 else f"{v / 1e3:.0f} k" for v in values)
 
 
+def _missing_runs(missing: list[str], seeds: int) -> str:
+    """``["plain/seed2", "phase/seed0", "phase/seed1", ...]`` -> "`plain` seed 2; every seed of `phase`"."""
+    by_configuration: dict[str, list[str]] = {}
+    for run in missing:
+        name, _, seed = run.rpartition("/seed")
+        by_configuration.setdefault(name, []).append(seed)
+    partial = [f"`{n}` seed{'s' if len(s) > 1 else ''} {', '.join(s)}" for n, s in by_configuration.items()
+               if len(s) < seeds]
+    whole = [f"`{n}`" for n, s in by_configuration.items() if len(s) >= seeds]
+    return "; ".join(partial + (["every seed of " + ", ".join(whole)] if whole else []))
+
+
 def render_markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
     settings = results["settings"]
     configurations = results["configurations"]
@@ -152,7 +164,7 @@ def render_markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
             f"**Interim report: {settings['runs_finished']} of {settings['runs_planned']} runs finished.** "
             "A configuration without finished runs shows n/a, one with fewer seeds than planned has a wider "
             "interval, and a comparison appears only where both sides have finished runs. Rerun the command "
-            "above to continue the grid. Not yet finished: " + ", ".join(f"`{m}`" for m in missing) + ".", "",
+            "above to continue the grid. Not yet finished: " + _missing_runs(missing, settings["seeds"]) + ".", "",
         ]
     for question, text in results["questions"].items():
         members = [n for n, c in configurations.items() if c["question"] == question]

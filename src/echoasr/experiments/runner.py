@@ -51,7 +51,7 @@ def run_folder(out: Path, configuration: str, seed: int) -> Path:
     return out / "runs" / configuration / f"seed{seed}"
 
 
-def test_sets(data: str | os.PathLike, split: str, human: str | os.PathLike | None,
+def named_test_sets(data: str | os.PathLike, split: str, human: str | os.PathLike | None,
               extra: dict[str, str] | None = None) -> dict[str, str]:
     """Test-set name -> ``DIR::split`` (a split of the corpus) or a manifest path."""
     sets = {split: f"{data}::{split}"}
@@ -277,7 +277,7 @@ def run_experiment(plan: Plan, data: str | os.PathLike, out: str | os.PathLike, 
     if threads is None and parallel > 1:
         threads = 1
     cache = cache_dir if cache_dir is not None else default_cache_dir(data)
-    sets = test_sets(data, split, human, tests)
+    sets = named_test_sets(data, split, human, tests)
     tasks = plan_tasks(plan, data, out, seeds, threads, sets, cache)
     start = time.monotonic()
     if report_only:
