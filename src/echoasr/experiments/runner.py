@@ -4,8 +4,9 @@ resumably, through :func:`echoasr.training.train` and :func:`echoasr.evaluation.
 ``OUT/runs/<configuration>/seed<k>/`` is one training run. Its ``result.json`` (written last,
 atomically) is the done-marker: a run that has one is skipped. A run with checkpoints but no
 finished training is resumed from its latest checkpoint (training's ``resume``); a finished
-training without a result is only evaluated. Runs go in parallel as separate processes (one torch
-thread each by default), like the demo's two trainings on two cores.
+training without a result is only evaluated, and a finished run is evaluated only on the test sets
+its result lacks (a set added to the grid later). Runs go in parallel as separate processes (one
+torch thread each by default), like the demo's two trainings on two cores.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def run_folder(out: Path, configuration: str, seed: int) -> Path:
 
 
 def named_test_sets(data: str | os.PathLike, split: str, human: str | os.PathLike | None,
-              extra: dict[str, str] | None = None) -> dict[str, str]:
+                    extra: dict[str, str] | None = None) -> dict[str, str]:
     """Test-set name -> ``DIR::split`` (a split of the corpus) or a manifest path."""
     sets = {split: f"{data}::{split}"}
     if human is not None:
