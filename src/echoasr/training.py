@@ -372,28 +372,52 @@ def _memory_trim_callback(every: int = 200):
     return MemoryTrim()
 
 
-def _progress_file_callback(path: Path):
+PROGRESS_FILE = "progress.json"
+
+
+def _progress_file_callback(path: Path, elapsed_before: float = 0.0):
     from transformers import TrainerCallback
 
     class ProgressFile(TrainerCallback):
-        """``RUN/progress.json``: step, max_steps, last logged loss and elapsed seconds, rewritten at
-        most every 2 s, so another process (the demo, a shell loop) can follow the run."""
+        """``RUN/progress.json``: step, max_steps, last logged loss and elapsed training seconds,
+        rewritten at most every 2 s, so another process (the demo, a shell loop) can follow the run.
+        Each checkpoint gets a copy, so that a resumed run's clock continues from its checkpoint."""
 
         def on_train_begin(self, args, state, control, **kwargs):
-            self.start, self.written, self.loss = time.monotonic(), 0.0, None
+            self.start, self.written, self.loss = time.monotonic() - elapsed_before, 0.0, None
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
                 self.loss = float(logs["loss"])
 
+        def record(self, state) -> str:
+            return json.dumps({"step": state.global_step, "max_steps": state.max_steps, "loss": self.loss,
+                               "seconds": round(time.monotonic() - self.start, 1)})
+
         def on_step_end(self, args, state, control, **kwargs):
             now = time.monotonic()
             if state.is_world_process_zero and (now - self.written > 2 or state.global_step >= state.max_steps):
                 self.written = now
-                atomic.write_text(path, json.dumps({"step": state.global_step, "max_steps": state.max_steps,
-                                                    "loss": self.loss, "seconds": round(now - self.start, 1)}))
+                atomic.write_text(path, self.record(state))
+
+        def on_save(self, args, state, control, **kwargs):
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and checkpoint.is_dir():
+                atomic.write_text(checkpoint / PROGRESS_FILE, self.record(state))
 
     return ProgressFile()
+
+
+def _elapsed_at(checkpoint: Path | None) -> float:
+    """Training seconds spent up to ``checkpoint`` (0 for a fresh run or a checkpoint saved before
+    checkpoints recorded them)."""
+    if checkpoint is None:
+        return 0.0
+    try:
+        return float(json.loads((checkpoint / PROGRESS_FILE).read_text())["seconds"])
+    except (OSError, ValueError, KeyError):
+        log.warning("%s records no elapsed time; the run's train_seconds count from this resume", checkpoint)
+        return 0.0
 
 
 def metrics_function(tokenizer, transcripts):
@@ -564,8 +588,12 @@ def _train(data, run: Path, config: TrainConfig, dev, resume: bool, cache_dir, w
         disable_tqdm=not progress,
         dataloader_num_workers=0,
     )
-    callbacks = [TensorBoardCallback(SummaryWriter(log_dir=str(run / "logs"))), _progress_file_callback(run / "progress.json"),
-                 _memory_trim_callback()]
+    checkpoint = _latest_checkpoint(run) if resume else None
+    if resume and checkpoint is None:
+        log.warning("%s: no checkpoint yet; starting from step 0", run)
+    elapsed_before = _elapsed_at(checkpoint)
+    callbacks = [TensorBoardCallback(SummaryWriter(log_dir=str(run / "logs"))),
+                 _progress_file_callback(run / PROGRESS_FILE, elapsed_before), _memory_trim_callback()]
     if config.max_minutes:
         callbacks.append(_time_budget_callback(config.max_minutes))
     trainer = _trainer_class()(
@@ -574,10 +602,7 @@ def _train(data, run: Path, config: TrainConfig, dev, resume: bool, cache_dir, w
         compute_metrics=metrics_function(tokenizer, [u.text for u in dev_data.utterances]) if dev_data is not None else None,
         config=config, train_collator=processor.collator(SpecAugment(**config.spec_augment) if config.spec_augment is not None else None),
     )
-    checkpoint = _latest_checkpoint(run) if resume else None
-    if resume and checkpoint is None:
-        log.warning("%s: no checkpoint yet; starting from step 0", run)
-    start = time.monotonic()
+    start = time.monotonic() - elapsed_before  # a resumed run's clock continues from its checkpoint
     try:
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except NonFiniteLoss as error:

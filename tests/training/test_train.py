@@ -78,9 +78,15 @@ def test_resume_matches_an_uninterrupted_run(tts_corpus, tmp_path, monkeypatch):
         training.train(tts_corpus, tmp_path / "killed", config.merged({"max_minutes": 1000}), cache_dir=cache, progress=False)
     monkeypatch.setattr(training, "_time_budget_callback", original)
     assert (tmp_path / "killed" / "checkpoint-4").is_dir() and not (tmp_path / "killed" / "checkpoint-8").exists()
+    # the checkpoint records the training time spent up to it; the resumed run's clock continues from there
+    recorded = tmp_path / "killed" / "checkpoint-4" / "progress.json"
+    assert json.loads(recorded.read_text())["step"] == 4 and json.loads(recorded.read_text())["seconds"] > 0
+    recorded.write_text(json.dumps({**json.loads(recorded.read_text()), "seconds": 5000.0}))
 
     resumed = training.train(tts_corpus, tmp_path / "killed", resume=True, cache_dir=cache, progress=False)
     assert resumed["steps"] == whole["steps"] == 8
+    assert 5000 < resumed["train_seconds"] < 5000 + 600
+    assert json.loads((tmp_path / "killed" / "progress.json").read_text())["seconds"] > 5000
     a, b = losses(whole), losses(resumed)
     assert set(range(5, 9)) <= set(b)
     for step in range(5, 9):
