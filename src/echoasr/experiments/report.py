@@ -27,8 +27,8 @@ def build_results(plan: Plan, runs: list[dict[str, Any]], settings: dict[str, An
     by_configuration: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         by_configuration.setdefault(run["configuration"], []).append(run)
-    # an interim report can hold runs that have not yet been tested on a set added to the grid
-    set_names = list(settings.get("test_sets") or (runs[0]["sets"] if runs else []))
+    # the planned sets: an interim report can hold runs not yet tested on a set added to the grid
+    set_names = list(settings["test_sets"])
     configurations = {}
     for configuration in plan.configurations:
         group = sorted(by_configuration.get(configuration.name, []), key=lambda r: r["seed"])
@@ -138,8 +138,7 @@ def _missing_runs(missing: list[str], seeds: int) -> str:
 def render_markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
     settings = results["settings"]
     configurations = results["configurations"]
-    sources = settings.get("test_sets") or {settings["split"]: f"{settings['data']}::{settings['split']}",
-                                             **({"human": settings["human"]} if settings.get("human") else {})}
+    sources = settings["test_sets"]
     set_names = list(sources)
     lines = [
         f"# Experiment report: plan `{settings['plan']}`", "",
