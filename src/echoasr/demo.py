@@ -283,8 +283,10 @@ def _train_concurrently(corpus: Path, pending: dict[str, tuple[Path, Any, bool]]
 
 
 def _read_progress(run: Path) -> dict | None:
+    from echoasr.training import PROGRESS_FILE
+
     try:
-        return json.loads((run / "progress.json").read_text())
+        return json.loads((run / PROGRESS_FILE).read_text())
     except (OSError, ValueError):
         return None
 

@@ -377,6 +377,7 @@ PROGRESS_FILE = "progress.json"
 
 def _progress_file_callback(path: Path, elapsed_before: float = 0.0):
     from transformers import TrainerCallback
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
     class ProgressFile(TrainerCallback):
         """``RUN/progress.json``: step, max_steps, last logged loss and elapsed training seconds,
@@ -401,7 +402,7 @@ def _progress_file_callback(path: Path, elapsed_before: float = 0.0):
                 atomic.write_text(path, self.record(state))
 
         def on_save(self, args, state, control, **kwargs):
-            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
             if state.is_world_process_zero and checkpoint.is_dir():
                 atomic.write_text(checkpoint / PROGRESS_FILE, self.record(state))
 

@@ -26,6 +26,7 @@ import yaml
 from echoasr import atomic
 from echoasr.errors import EchoError
 from echoasr.experiments.plans import Plan
+from echoasr.training import PROGRESS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,7 @@ def _steps_done(task: RunTask) -> int:
     if (folder / RESULT_FILE).is_file():
         return task.config["max_steps"]
     try:
-        return int(json.loads((folder / "progress.json").read_text())["step"])
+        return int(json.loads((folder / PROGRESS_FILE).read_text())["step"])
     except (OSError, ValueError, KeyError):
         return 0
 
