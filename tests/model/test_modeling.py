@@ -35,7 +35,7 @@ def test_forward_contract(echo):
     expected = 0.3 * out.ctc_loss + 0.7 * out.attention_loss
     torch.testing.assert_close(out.loss.detach(), expected)
     # Same logits when decoder inputs are given explicitly.
-    decoder_input_ids = shift_right(labels, 1, 0)
+    decoder_input_ids = shift_right(labels, [1], 0)
     assert decoder_input_ids.tolist() == [[1, 5, 6, 7], [1, 8, 2, 0]]
     explicit = model(features=features, feature_lengths=lengths, decoder_input_ids=decoder_input_ids)
     torch.testing.assert_close(explicit.logits, out.logits)

@@ -141,13 +141,14 @@ class SelfAttention(nn.Module):
         pitch_bias_init: float = 0.0,
         scores: ScoreFunction | None = None,
         curiosity: bool = False,
+        bias: bool = False,
     ):
         super().__init__()
         self.heads = heads
         self.head_dim = dim // heads
         self.dropout = dropout
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
-        self.out = nn.Linear(dim, dim, bias=False)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
+        self.out = nn.Linear(dim, dim, bias=bias)
         self.pitch_bias = PitchBiasScale(heads, pitch_bias_init) if pitch_bias else None
         self.scores = scores
         self.curiosity = Curiosity(dim, heads) if curiosity else None
@@ -214,15 +215,16 @@ class CrossAttention(nn.Module):
         pitch_bias: bool = False,
         pitch_bias_init: float = 0.0,
         scores: ScoreFunction | None = None,
+        bias: bool = False,
     ):
         super().__init__()
         self.heads = heads
         self.head_dim = dim // heads
         self.dropout = dropout
         self.scores = scores
-        self.q = nn.Linear(dim, dim, bias=False)
-        self.kv = nn.Linear(dim, 2 * dim, bias=False)
-        self.out = nn.Linear(dim, dim, bias=False)
+        self.q = nn.Linear(dim, dim, bias=bias)
+        self.kv = nn.Linear(dim, 2 * dim, bias=bias)
+        self.out = nn.Linear(dim, dim, bias=bias)
         self.pitch_bias = CrossPitchBias(heads, pitch_bias_init) if pitch_bias else None
         self.debug_name: str | None = None
 

@@ -48,6 +48,21 @@ The seed's other components (README "The original design"), all off by default:
   (time x band) in the mel feature layers;
 * `decoder_rotary`, `decoder_absolute_positions` (`none`, `sinusoidal`, `learned`): decoder
   positions.
+
+Options that let the configuration describe a pretrained Whisper model (`echoasr.backbones`),
+all off by default: `norm="layer"` (LayerNorm with bias, `layer_norm_eps`), `attention_bias`
+(biases on the q/k/v and output projections; Whisper's key bias is zero, which without rotary is
+invisible to softmax), `encoder_absolute_positions` (a table of `max_source_positions` added
+after the stems), `decoder_scale_embeddings=False` (no sqrt(d) on the token embedding),
+`decoder_prompt_ids` (the tokens the decoder starts from, e.g. Whisper's `<|startoftranscript|>
+<|en|> <|transcribe|> <|notimestamps|>`; default `[decoder_start_token_id]`),
+`decode_suppress_ids` / `decode_begin_suppress_ids` (never produced / not as the first token).
+
+`pitch_zero_start`: every pitch mechanism enters through a learned scale that starts at 0, so a
+model built on a pretrained backbone computes exactly the backbone at initialisation and
+fine-tuning decides how much pitch to use: the encoder rotary turns q and k by a per-head scale
+times its angle, the bounded radius is `1 + a_h * tanh(z)` with a learned per-head `a_h`, every
+stem after the first joins through a zero-initialised projection, and the pitch biases start at 0.
 """
 
 from __future__ import annotations
@@ -68,12 +83,13 @@ DECODER_LAYOUTS = ("sequential", "blended")
 ATTENTION_SCORES = ("dot", "cosine", "rbf")
 ABSOLUTE_POSITIONS = ("none", "sinusoidal", "learned")
 SUBSAMPLING = (1, 2, 4)
+NORMS = ("rms", "layer")
 
 # Prefixes of Echo's own options: an unknown keyword with one of these is a typo, not a
 # Hugging Face bookkeeping key, and silently ignoring it would corrupt an experiment.
 _OPTION_PREFIXES = (
     "rotary_", "pitch_", "ctc_", "decode_", "fusion", "feature", "subsampling",
-    "residual_", "attention_", "decoder_", "modal",
+    "residual_", "attention_", "decoder_", "modal", "norm",
 )  # fmt: skip
 
 
@@ -155,6 +171,17 @@ class EchoConfig(PretrainedConfig):
     attention_pad_scale: bool = False
     decoder_rotary: bool = True
     decoder_absolute_positions: str = "none"
+    decoder_scale_embeddings: bool = True
+    decoder_prompt_ids: list[int] | None = None
+    decode_suppress_ids: list[int] | tuple[int, ...] = ()
+    decode_begin_suppress_ids: list[int] | tuple[int, ...] = ()
+
+    norm: str = "rms"
+    layer_norm_eps: float = 1e-5
+    attention_bias: bool = False
+    encoder_absolute_positions: str = "none"
+    max_source_positions: int = 1500
+    pitch_zero_start: bool = False
 
     ctc_weight: float | int = 0.3
     decode_ctc_weight: float | int = 0.3
@@ -177,6 +204,10 @@ class EchoConfig(PretrainedConfig):
         if typos:
             raise ValueError(f"EchoConfig: unknown option(s) {', '.join(typos)}")
         self.features = list(self.features)
+        self.decode_suppress_ids = [int(i) for i in self.decode_suppress_ids]
+        self.decode_begin_suppress_ids = [int(i) for i in self.decode_begin_suppress_ids]
+        if self.decoder_prompt_ids is not None:
+            self.decoder_prompt_ids = [int(i) for i in self.decoder_prompt_ids]
         if self.ffn_dim is None:
             self.ffn_dim = 4 * self.d_model
         super().__post_init__(**kwargs)
@@ -223,6 +254,19 @@ class EchoConfig(PretrainedConfig):
             self.decoder_absolute_positions in ABSOLUTE_POSITIONS,
             f"decoder_absolute_positions must be one of {ABSOLUTE_POSITIONS}",
         )
+        check(self.norm in NORMS, f"norm must be one of {NORMS}")
+        check(
+            self.encoder_absolute_positions in ABSOLUTE_POSITIONS,
+            f"encoder_absolute_positions must be one of {ABSOLUTE_POSITIONS}",
+        )
+        check(self.decoder_prompt_ids is None or len(self.decoder_prompt_ids) >= 1,
+              "decoder_prompt_ids must hold at least one token")
+        if self.pitch_zero_start:
+            check(self.rotary_radius in ("none", "bounded", "learned"),
+                  "pitch_zero_start needs rotary_radius none, bounded or learned (raw cannot start at 1)")
+            check(self.pitch_bias_init == 0, "pitch_zero_start needs pitch_bias_init 0")
+            check(not self.rotary_axial_bands and self.fusion == "sum",
+                  "pitch_zero_start supports the summed fusion without axial bands")
         check(self.rotary_axial_bands >= 0, "rotary_axial_bands must be >= 0")
         if self.rotary_axial_bands:
             bands = self.rotary_axial_bands
@@ -237,7 +281,13 @@ class EchoConfig(PretrainedConfig):
         check(self.decoder_layers >= 1, "decoder_layers must be >= 1")
         specials = {self.pad_token_id, self.bos_token_id, self.eos_token_id}
         check(len(specials) == 3, "pad, bos and eos token ids must be distinct")
-        check(all(0 <= t < self.vocab_size for t in specials), "special token ids must be < vocab_size")
+        check(all(0 <= t < self.vocab_size for t in [*specials, *self.decoder_prompt]),
+              "special and prompt token ids must be < vocab_size")
+
+    @property
+    def decoder_prompt(self) -> list[int]:
+        """The tokens every decoder input starts with (the last one is followed by the text)."""
+        return list(self.decoder_prompt_ids) if self.decoder_prompt_ids else [self.decoder_start_token_id]
 
     @property
     def head_dim(self) -> int:

@@ -39,7 +39,7 @@ from .attention_variants import ScoreFunction, make_scores
 from .configuration import EchoConfig
 from .encoder import EncoderOutput
 from .gates import LearnedBlend, attention_residual, feed_forward_residual
-from .layers import FeedForward, RMSNorm, causal_bias, padding_bias
+from .layers import FeedForward, causal_bias, make_norm, padding_bias
 from .positions import AbsolutePositions
 from .rotary import PitchRotary
 
@@ -87,17 +87,19 @@ class DecoderLayer(nn.Module):
     def __init__(self, config: EchoConfig):
         super().__init__()
         dim, heads = config.d_model, config.attention_heads
-        self.self_norm = RMSNorm(dim, config.rms_norm_eps)
+        self.self_norm = make_norm(config)
         self.self_attn = SelfAttention(
-            dim, heads, config.attention_dropout, scores=make_scores(config), curiosity=config.attention_curiosity
+            dim, heads, config.attention_dropout, scores=make_scores(config), curiosity=config.attention_curiosity,
+            bias=config.attention_bias,
         )
         self.self_residual = attention_residual(config)
-        self.cross_norm = RMSNorm(dim, config.rms_norm_eps)
+        self.cross_norm = make_norm(config)
         self.cross_attn = CrossAttention(
-            dim, heads, config.attention_dropout, config.pitch_bias, config.pitch_bias_init, scores=make_scores(config)
+            dim, heads, config.attention_dropout, config.pitch_bias, config.pitch_bias_init, scores=make_scores(config),
+            bias=config.attention_bias,
         )
         self.cross_residual = attention_residual(config)
-        self.ffn_norm = RMSNorm(dim, config.rms_norm_eps)
+        self.ffn_norm = make_norm(config)
         self.ffn = FeedForward(dim, config.ffn_dim, config.dropout)
         self.ffn_residual = feed_forward_residual(config)
         self.blend = LearnedBlend() if config.decoder_layout == "blended" else None
@@ -153,10 +155,10 @@ class ModalLayer(nn.Module):
     def __init__(self, config: EchoConfig):
         super().__init__()
         dim = config.d_model
-        self.attn_norm = RMSNorm(dim, config.rms_norm_eps)
+        self.attn_norm = make_norm(config)
         self.attn = ModalAttention(dim, config.attention_heads, config.attention_dropout, make_scores(config))
         self.attn_residual = attention_residual(config)
-        self.ffn_norm = RMSNorm(dim, config.rms_norm_eps)
+        self.ffn_norm = make_norm(config)
         self.ffn = FeedForward(dim, config.ffn_dim, config.dropout)
         self.ffn_residual = feed_forward_residual(config)
         self.blend = LearnedBlend()
@@ -195,13 +197,14 @@ class EchoDecoder(nn.Module):
         self.config = config
         self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model)
         self.positions = (
-            AbsolutePositions(config.decoder_absolute_positions, config.max_target_positions + 1, config.d_model)
+            AbsolutePositions(config.decoder_absolute_positions, config.max_target_positions + len(config.decoder_prompt),
+                              config.d_model, config.decoder_scale_embeddings)
             if config.decoder_absolute_positions != "none"
             else None
         )
         self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.decoder_layers))
         self.modal_layers = nn.ModuleList(ModalLayer(config) for _ in range(config.modal_layers))
-        self.norm = RMSNorm(config.d_model, config.rms_norm_eps)
+        self.norm = make_norm(config)
         self.rotary = (
             PitchRotary(config.head_dim, config.attention_heads, frequencies=config.rotary_frequencies, theta=config.rotary_theta)
             if config.decoder_rotary

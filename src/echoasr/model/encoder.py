@@ -39,9 +39,9 @@ from .attention import AttentionContext, SelfAttention
 from .attention_variants import make_scores
 from .configuration import EchoConfig
 from .gates import CrossFeatureGate, attention_residual, feed_forward_residual
-from .layers import FeedForward, RMSNorm, padding_bias
+from .layers import FeedForward, ZeroProjection, make_norm, padding_bias
 from .pitch import PitchTrack, length_mask, log_f0_zscore, pitch_similarity, pitch_track
-from .positions import axial_tables
+from .positions import AbsolutePositions, axial_tables
 from .rotary import PitchRotary
 
 
@@ -148,7 +148,7 @@ class EncoderLayer(nn.Module):
 
     def __init__(self, config: EchoConfig, pitch_bias: bool | None = None):
         super().__init__()
-        self.attn_norm = RMSNorm(config.d_model, config.rms_norm_eps)
+        self.attn_norm = make_norm(config)
         self.self_attn = SelfAttention(
             config.d_model,
             config.attention_heads,
@@ -156,9 +156,10 @@ class EncoderLayer(nn.Module):
             config.pitch_bias if pitch_bias is None else pitch_bias,
             config.pitch_bias_init,
             scores=make_scores(config),
+            bias=config.attention_bias,
         )
         self.attn_residual = attention_residual(config)
-        self.ffn_norm = RMSNorm(config.d_model, config.rms_norm_eps)
+        self.ffn_norm = make_norm(config)
         self.ffn = FeedForward(config.d_model, config.ffn_dim, config.dropout)
         self.ffn_residual = feed_forward_residual(config)
 
@@ -229,9 +230,19 @@ class EchoEncoder(nn.Module):
             )
         else:
             self.band_pool = self.axial_rotary = None
+        # With zero start, every stream after the first joins the first (the backbone's) through a
+        # projection that starts at zero.
+        self.joins = nn.ModuleDict(
+            {name: ZeroProjection(config.d_model) for name in self.features[1:]} if config.pitch_zero_start else {}
+        )
         self.fusion = FeatureFusion(self.features, config.d_model, config.fusion)
+        self.positions = (
+            AbsolutePositions(config.encoder_absolute_positions, config.max_source_positions, config.d_model, False)
+            if config.encoder_absolute_positions != "none"
+            else None
+        )
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.encoder_layers))
-        self.norm = RMSNorm(config.d_model, config.rms_norm_eps)
+        self.norm = make_norm(config)
         self.rotary = PitchRotary(
             config.head_dim,
             config.attention_heads,
@@ -243,6 +254,7 @@ class EchoEncoder(nn.Module):
             radius=config.rotary_radius,
             radius_scale=config.rotary_radius_scale,
             reference_hz=config.pitch_reference_hz,
+            zero_start=config.pitch_zero_start,
         )
 
     @property
@@ -294,7 +306,11 @@ class EchoEncoder(nn.Module):
                 continue
             for layer in layers:
                 streams[name] = layer(streams[name], context)
+        for name, join in self.joins.items():
+            streams[name] = join(streams[name])
         x = self.fusion(streams)
+        if self.positions is not None:
+            x = self.positions(x)
         for layer in self.layers:
             x = layer(x, context)
         x = torch.where(valid[..., None], self.norm(x), 0.0)

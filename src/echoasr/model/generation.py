@@ -10,7 +10,10 @@ assumes a single input tensor and its own cache classes. Behaviour:
   CTC prefix probability (ESPnet's CTCPrefixScore, Watanabe et al. 2017, Algorithm 2). As in
   ESPnet's partial scoring, only the `ctc_candidates` best attention tokens (plus EOS, always,
   so CTC can end a hypothesis that the attention decoder would loop on) get CTC scores;
-* the pad and start tokens are never produced;
+* the decoder starts from `config.decoder_prompt` (one start token, or a prompt such as
+  Whisper's four tokens, fed into the KV cache before the search); the pad and start tokens and
+  `config.decode_suppress_ids` are never produced, `config.decode_begin_suppress_ids` not as
+  the first token;
 * length: at most `max_new_tokens` tokens (EOS included), and at most
   `ceil(max_length_ratio * encoder_length) + 1` per utterance; a hypothesis that reaches its
   limit is given EOS;
@@ -168,10 +171,18 @@ class StepScorer:
         config = model.config
         self.model = model
         self.encoder = encoder
-        self.state = model.decoder.start(encoder, max_steps + 1) if use_cache else None
+        prompt = config.decoder_prompt
+        # The search starts from the prompt's last token; the ones before it are a fixed prefix.
+        rows = encoder.hidden.shape[0]
+        self.prefix = torch.tensor(prompt[:-1], dtype=torch.long, device=encoder.hidden.device).expand(rows, -1)
+        self.state = model.decoder.start(encoder, max_steps + len(prompt)) if use_cache else None
+        if self.state is not None:
+            for position in range(self.prefix.shape[1]):
+                model.decoder.step(self.prefix[:, position : position + 1], self.state)
         self.ctc_weight = ctc_weight
         self.ctc_candidates = min(ctc_candidates, config.vocab_size)
-        self.banned = [config.pad_token_id, config.decoder_start_token_id]
+        self.banned = sorted({config.pad_token_id, config.decoder_start_token_id, *prompt, *config.decode_suppress_ids})
+        self.banned_first = config.decode_begin_suppress_ids
         self.eos = config.eos_token_id
         self.ctc = None
         if ctc_weight > 0:
@@ -185,9 +196,11 @@ class StepScorer:
         if self.state is not None:
             hidden = self.model.decoder.step(tokens[:, -1:], self.state)
         else:
-            hidden = self.model.decoder(tokens, self.encoder)[:, -1]
+            hidden = self.model.decoder(torch.cat([self.prefix, tokens], dim=1), self.encoder)[:, -1]
         scores = F.log_softmax(self.model.decoder.logits(hidden).float(), dim=-1)
         scores[:, self.banned] = -math.inf
+        if tokens.shape[1] == 1 and self.banned_first:
+            scores[:, self.banned_first] = -math.inf
         if self.ctc is not None:
             top = scores.topk(self.ctc_candidates, dim=-1).indices
             candidates = torch.cat([top, torch.full_like(top[:, :1], self.eos)], dim=1)
@@ -263,7 +276,7 @@ def greedy_search(scorer: StepScorer, batch: int, limits: Tensor, max_steps: int
     config = scorer.model.config
     device = limits.device
     tokens = torch.full((batch, max_steps + 1), config.pad_token_id, dtype=torch.long, device=device)
-    tokens[:, 0] = config.decoder_start_token_id
+    tokens[:, 0] = config.decoder_prompt[-1]
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     for step in range(max_steps):
         scores = scorer.scores(tokens[:, : step + 1])
@@ -289,7 +302,7 @@ def beam_search(
     limits = limits.repeat_interleave(beams)
 
     tokens = torch.full((rows, max_steps + 1), pad, dtype=torch.long, device=device)
-    tokens[:, 0] = config.decoder_start_token_id
+    tokens[:, 0] = config.decoder_prompt[-1]
     running = torch.full((batch, beams), -math.inf, device=device)
     running[:, 0] = 0.0  # all beams start identical: expand only the first
     finished_scores = torch.full((batch, beams), -math.inf, device=device)

@@ -21,6 +21,27 @@ class RMSNorm(nn.Module):
         return (normed * self.weight.to(compute)).to(x.dtype)
 
 
+def make_norm(config, dim: int | None = None) -> nn.Module:
+    """The configured norm (`config.norm`): RMSNorm, or LayerNorm with bias (Whisper's)."""
+    dim = config.d_model if dim is None else dim
+    if config.norm == "layer":
+        return nn.LayerNorm(dim, eps=config.layer_norm_eps)
+    return RMSNorm(dim, config.rms_norm_eps)
+
+
+class ZeroProjection(nn.Linear):
+    """A linear projection that starts at zero (weight and bias), so that whatever it carries
+    joins a pretrained model without changing it; its weight still gets a gradient at step 0."""
+
+    def __init__(self, dim: int):
+        super().__init__(dim, dim)  # nn.Linear calls reset_parameters, i.e. the zeros below
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.weight.zero_()
+            self.bias.zero_()
+
+
 class FeedForward(nn.Module):
     def __init__(self, dim: int, hidden: int, dropout: float):
         super().__init__()

@@ -32,7 +32,7 @@ from .decoder import EchoDecoder
 from .encoder import EchoEncoder, EncoderOutput
 from .gates import BlendResidual, LearnedBlend, MemoryGate
 from .generation import ctc_greedy_decode, generate
-from .layers import RMSNorm
+from .layers import RMSNorm, ZeroProjection
 from .positions import AbsolutePositions
 from .rotary import PitchRotary
 
@@ -50,11 +50,12 @@ class EchoSeq2SeqLMOutput(Seq2SeqLMOutput):
     ctc_loss: torch.FloatTensor | None = None
 
 
-def shift_right(labels: Tensor, start_id: int, pad_id: int) -> Tensor:
-    """Decoder inputs from labels: BOS + labels[:-1], -100 replaced by pad."""
-    shifted = labels.new_full(labels.shape, pad_id)
-    shifted[:, 1:] = labels[:, :-1]
-    shifted[:, 0] = start_id
+def shift_right(labels: Tensor, prompt: list[int], pad_id: int) -> Tensor:
+    """Decoder inputs from labels: the prompt + labels[:-1], -100 replaced by pad. The result has
+    len(prompt) - 1 more positions than the labels; the last len(labels) predict the labels."""
+    shifted = labels.new_full((labels.shape[0], labels.shape[1] + len(prompt) - 1), pad_id)
+    shifted[:, len(prompt) :] = labels[:, :-1]
+    shifted[:, : len(prompt)] = torch.tensor(prompt, dtype=labels.dtype, device=labels.device)
     return shifted.masked_fill(shifted == -100, pad_id)
 
 
@@ -79,12 +80,18 @@ class EchoPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Embedding)):
+        if isinstance(module, ZeroProjection):
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, (nn.Linear, nn.Conv1d, nn.Embedding)):
             init.normal_(module.weight, mean=0.0, std=std)
             if getattr(module, "bias", None) is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, RMSNorm):
             init.ones_(module.weight)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
         elif isinstance(module, PitchBiasScale):
             init.constant_(module.scale, module.init)
         elif isinstance(module, CrossPitchBias):
@@ -171,13 +178,17 @@ class EchoForConditionalGeneration(EchoPreTrainedModel, GenerationMixin):
             if features is None:
                 raise ValueError("forward needs features (or encoder_outputs)")
             encoder_outputs = self.encode(features, feature_lengths)
+        prompt_positions = 0  # decoder positions before the first one that predicts a label
         if decoder_input_ids is None:
             if labels is None:
                 raise ValueError("forward needs decoder_input_ids or labels")
-            decoder_input_ids = shift_right(labels, config.decoder_start_token_id, config.pad_token_id)
+            decoder_input_ids = shift_right(labels, config.decoder_prompt, config.pad_token_id)
+            prompt_positions = len(config.decoder_prompt) - 1
+            if decoder_attention_mask is not None:
+                decoder_attention_mask = F.pad(decoder_attention_mask, (prompt_positions, 0), value=1)
 
         hidden = self.decoder(decoder_input_ids, encoder_outputs, decoder_attention_mask)
-        logits = self.decoder.logits(hidden)
+        logits = self.decoder.logits(hidden[:, prompt_positions:])
         ctc_logits = None if self.ctc_head is None else self.ctc_head(encoder_outputs.hidden)
 
         loss = attention_loss = ctc_loss = None
@@ -251,7 +262,9 @@ class EchoForConditionalGeneration(EchoPreTrainedModel, GenerationMixin):
         counts = {f"encoder.stem.{name}": count(stem) for name, stem in encoder.stems.items()}
         counts.update({f"encoder.feature_layers.{name}": count(layers) for name, layers in encoder.feature_layers.items()})
         counts["encoder.band_pool"] = count(encoder.band_pool)
+        counts["encoder.joins (zero start)"] = count(encoder.joins)
         counts["encoder.fusion"] = count(encoder.fusion)
+        counts["encoder.positions"] = count(encoder.positions)
         counts["encoder.layers"] = count(encoder.layers)
         counts["encoder.norm"] = count(encoder.norm)
         counts["decoder.embed_tokens (tied output)"] = count(self.decoder.embed_tokens)

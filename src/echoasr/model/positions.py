@@ -43,15 +43,15 @@ def sinusoids(positions: Tensor, dim: int, base: float = 10000.0) -> Tensor:
 
 
 class AbsolutePositions(nn.Module):
-    """`sqrt(d) * token_embedding + P[offset : offset + L]`, fixed or learned P (at most
-    `max_positions` positions)."""
+    """`sqrt(d) * x + P[offset : offset + L]` (without the sqrt(d) when `scale_input` is False, as
+    in Whisper's encoder and decoder), fixed or learned P (at most `max_positions` positions)."""
 
-    def __init__(self, kind: str, max_positions: int, dim: int):
+    def __init__(self, kind: str, max_positions: int, dim: int, scale_input: bool = True):
         super().__init__()
         self.kind = kind
         self.dim = dim
         self.max_positions = max_positions
-        self.scale = math.sqrt(dim)
+        self.scale = math.sqrt(dim) if scale_input else 1.0
         self.table = nn.Parameter(self.initial_table()) if kind == "learned" else None
 
     def initial_table(self) -> Tensor:
@@ -65,7 +65,8 @@ class AbsolutePositions(nn.Module):
     def forward(self, embedded: Tensor, offset: int = 0) -> Tensor:
         end = offset + embedded.shape[1]
         if end > self.max_positions:
-            raise ValueError(f"decoder input of {end} positions exceeds max_target_positions + 1 = {self.max_positions}")
+            raise ValueError(f"an input of {end} positions exceeds the position table's {self.max_positions} (decoder: "
+                             "max_target_positions + prompt length; encoder: max_source_positions)")
         if self.table is not None:
             table = self.table[offset:end]
         else:

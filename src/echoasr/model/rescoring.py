@@ -37,14 +37,15 @@ def sequence_log_probs(model: EchoForConditionalGeneration, encoder: EncoderOutp
     if not sequences:
         return torch.zeros(0)
     device = encoder.hidden.device
-    width = max(len(s) for s in sequences) + 1
+    prompt = config.decoder_prompt
+    width = max(len(s) for s in sequences) + len(prompt)
     inputs = torch.full((len(sequences), width), config.pad_token_id, dtype=torch.long, device=device)
-    targets = torch.full_like(inputs, -100)
+    targets = torch.full((len(sequences), width - len(prompt) + 1), -100, dtype=torch.long, device=device)
     for row, sequence in enumerate(sequences):
-        inputs[row, : len(sequence) + 1] = torch.tensor([config.decoder_start_token_id, *sequence])
+        inputs[row, : len(sequence) + len(prompt)] = torch.tensor([*prompt, *sequence])
         targets[row, : len(sequence) + 1] = torch.tensor([*sequence, config.eos_token_id])
     rows = torch.tensor(owners, dtype=torch.long, device=device)
-    hidden = model.decoder(inputs, select_rows(encoder, rows))
+    hidden = model.decoder(inputs, select_rows(encoder, rows))[:, len(prompt) - 1 :]
     log_probs = F.log_softmax(model.decoder.logits(hidden).float(), dim=-1)
     picked = log_probs.gather(2, targets.clamp_min(0)[:, :, None]).squeeze(2)
     return picked.masked_fill(targets == -100, 0.0).sum(1)

@@ -34,6 +34,11 @@ Radius: `none` (1), `raw` (seed: f0 in Hz, 0 on unvoiced frames: q and k vanish 
 voiced scores scale by ~f0^2; kept for fidelity), `bounded` (`1 + a*tanh(z)`, unvoiced 1),
 `learned` (`1 + a*tanh(w_h*z + b_h)` per head on voiced frames, unvoiced 1; starts at 1).
 Theta may be learned (stored as log theta).
+
+`zero_start` (a model on a pretrained backbone, `EchoConfig.pitch_zero_start`): the angles are
+multiplied by a learned per-head scale and the bounded radius's `a` becomes a learned per-head
+`a_h = radius_scale * tanh(g_h)`, both starting at 0, so the tables start as the identity (cos 1, sin 0, radius 1) and the
+scales still get gradients at step 0 (d sin(s * angle) / ds = angle at s = 0).
 """
 
 from __future__ import annotations
@@ -135,6 +140,7 @@ class PitchRotary(nn.Module):
         radius: str = "none",
         radius_scale: float = 0.5,
         reference_hz: float = 150.0,
+        zero_start: bool = False,
     ):
         super().__init__()
         self.head_dim = head_dim
@@ -152,6 +158,8 @@ class PitchRotary(nn.Module):
             self.radius_bias = nn.Parameter(torch.zeros(num_heads))
         else:
             self.radius_weight = self.radius_bias = None
+        self.angle_scale = nn.Parameter(torch.zeros(num_heads)) if zero_start else None
+        self.radius_gain = nn.Parameter(torch.zeros(num_heads)) if zero_start and radius == "bounded" else None
         self.debug = False
 
     @property
@@ -165,6 +173,9 @@ class PitchRotary(nn.Module):
             if self.radius_weight is not None:
                 self.radius_weight.zero_()
                 self.radius_bias.zero_()
+            for scale in (self.angle_scale, self.radius_gain):
+                if scale is not None:
+                    scale.zero_()
 
     def theta(self, device: torch.device) -> Tensor:
         if self.log_theta is not None:
@@ -172,7 +183,13 @@ class PitchRotary(nn.Module):
         return torch.tensor(self.initial_theta, device=device)
 
     def angles(self, length: int, pitch: PitchTrack | None, device: torch.device, offset: int = 0) -> Tensor:
-        """(B or 1, 1, T, head_dim/2) rotation angles (float32)."""
+        """(B or 1, 1 or H, T, head_dim/2) rotation angles (float32); H with `zero_start`."""
+        angle = self._unscaled_angles(length, pitch, device, offset)
+        if self.angle_scale is None:
+            return angle
+        return angle * self.angle_scale.float()[None, :, None, None]
+
+    def _unscaled_angles(self, length: int, pitch: PitchTrack | None, device: torch.device, offset: int) -> Tensor:
         theta = self.theta(device)
         if self.theta_mode == "none" or pitch is None:
             positions = torch.arange(offset, offset + length, device=device, dtype=torch.float32)
@@ -194,6 +211,10 @@ class PitchRotary(nn.Module):
             return None
         if self.radius_mode == "raw":
             radius = pitch.f0[:, None]
+        elif self.radius_mode == "bounded" and self.radius_gain is not None:
+            # a_h = scale * tanh(g_h): starts at 0 and, like the fixed form, keeps |r - 1| < scale < 1
+            gain = self.radius_scale * torch.tanh(self.radius_gain.float())[None, :, None]
+            radius = torch.where(pitch.voiced[:, None], 1.0 + gain * torch.tanh(pitch.z)[:, None], 1.0)
         elif self.radius_mode == "bounded":
             radius = torch.where(pitch.voiced, 1.0 + self.radius_scale * torch.tanh(pitch.z), 1.0)[:, None]
         else:

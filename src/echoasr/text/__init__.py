@@ -1,4 +1,4 @@
-"""Text: the scoring normaliser and the tokenizers (SentencePiece and characters)."""
+"""Text: the scoring normaliser and the tokenizers (SentencePiece, characters, a backbone's Whisper BPE)."""
 
 from echoasr.text.normalize import normalize
 from echoasr.text.tokenizers import (
@@ -9,11 +9,12 @@ from echoasr.text.tokenizers import (
     CharTokenizer,
     SentencePieceTokenizer,
     Tokenizer,
+    WhisperTokenizer,
     load_tokenizer,
     train_tokenizer,
 )
 
 __all__ = [
     "BOS_ID", "EOS_ID", "PAD_ID", "UNK_ID", "CharTokenizer", "SentencePieceTokenizer", "Tokenizer",
-    "load_tokenizer", "normalize", "train_tokenizer",
+    "WhisperTokenizer", "load_tokenizer", "normalize", "train_tokenizer",
 ]

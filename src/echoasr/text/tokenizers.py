@@ -1,4 +1,5 @@
-"""Tokenizers with the ids the model expects: pad 0, bos 1, eos 2, unk 3.
+"""Tokenizers with the ids the model expects: pad 0, bos 1, eos 2, unk 3 (a pretrained backbone's
+:class:`WhisperTokenizer` keeps Whisper's ids).
 
 Both kinds normalise what they encode with :func:`echoasr.text.normalize`, so labels always live in
 the scoring space and ``decode(encode(t)) == normalize(t)`` for text the vocabulary covers.
@@ -144,6 +145,51 @@ class SentencePieceTokenizer(Tokenizer):
         _write_config(directory, {"type": self.kind, "model_file": SENTENCEPIECE_MODEL_NAME})
 
 
+class WhisperTokenizer(Tokenizer):
+    """Whisper's byte-level BPE (a pretrained backbone's, `echoasr.backbones`), from its
+    `tokenizer.json`. Text is encoded as Whisper writes it: cased and punctuated as given, with a
+    leading space, no special tokens; `decode` drops every special and timestamp token.
+
+    Ids: end of text is EOS, `<|startoftranscript|>` is BOS; the pad id (also the CTC blank of an
+    optional CTC head) is `<|startoflm|>`, a token Whisper never produces in transcription."""
+
+    kind = "whisper"
+    TOKENIZER_FILE = "tokenizer.json"
+
+    def __init__(self, tokenizer_json: str):
+        from tokenizers import Tokenizer as HFTokenizer
+
+        self.tokenizer_json = tokenizer_json
+        self._tokenizer = HFTokenizer.from_str(tokenizer_json)
+        ids = {name: self._tokenizer.token_to_id(name) for name in
+               ("<|endoftext|>", "<|startoftranscript|>", "<|startoflm|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>")}
+        missing = [name for name, value in ids.items() if value is None]
+        if missing:
+            raise EchoError(f"not a Whisper tokenizer: no {', '.join(missing)}")
+        self.eos_id, self.bos_id, self.pad_id = ids["<|endoftext|>"], ids["<|startoftranscript|>"], ids["<|startoflm|>"]
+        self.unk_id = None
+        # Everything from end of text on is special (task, language, timestamp tokens).
+        self.first_special_id = self.eos_id
+        self.prompt_ids = [self.bos_id, ids["<|en|>"], ids["<|transcribe|>"], ids["<|notimestamps|>"]]
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str) -> list[int]:
+        return self._tokenizer.encode(" " + " ".join(text.split()), add_special_tokens=False).ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        content = [int(i) for i in ids if 0 <= int(i) < self.first_special_id]
+        return self._tokenizer.decode(content, skip_special_tokens=True).strip()
+
+    def save(self, directory: str | os.PathLike) -> None:
+        atomic.write_text(Path(directory) / self.TOKENIZER_FILE, self.tokenizer_json)
+        config = {"type": self.kind, "tokenizer_file": self.TOKENIZER_FILE,
+                  "pad_id": self.pad_id, "bos_id": self.bos_id, "eos_id": self.eos_id}
+        atomic.write_text(Path(directory) / CONFIG_NAME, json.dumps(config, indent=1) + "\n")
+
+
 def train_tokenizer(
     texts: Iterable[str], kind: str = "sentencepiece", vocab_size: int = 256, model_type: str = "unigram"
 ) -> Tokenizer:
@@ -173,6 +219,14 @@ def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
             return SentencePieceTokenizer(model_path.read_bytes())
         except OSError as error:
             raise EchoError(f"cannot read the SentencePiece model: {error.strerror}", model_path) from None
+    if kind == WhisperTokenizer.kind:
+        path = Path(directory) / config.get("tokenizer_file", WhisperTokenizer.TOKENIZER_FILE)
+        try:
+            return WhisperTokenizer(path.read_text(encoding="utf-8"))
+        except OSError as error:
+            raise EchoError(f"cannot read the tokenizer: {error.strerror}", path) from None
+        except Exception as error:  # the tokenizers library raises its own exception types
+            raise EchoError(f"not a tokenizer.json: {error}", path) from None
     raise EchoError(f"unknown tokenizer type {kind!r}", config_path)
 
 
