@@ -257,7 +257,7 @@ def _trainer_class():
     from torch.utils.data import DataLoader
     from transformers import Seq2SeqTrainer
 
-    from echoasr.data.collate import FrameBatchSampler
+    from echoasr.data.collate import FrameBatchSampler, ProcessSplitBatchSampler
     from echoasr.optim import build_optimizer
 
     class EchoTrainer(Seq2SeqTrainer):
@@ -274,6 +274,10 @@ def _trainer_class():
             sampler = FrameBatchSampler(dataset.lengths, frames, shuffle=shuffle,
                                         seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
                                         max_items=max_items)
+            if self.accelerator.num_processes > 1:
+                # Accelerate would deal whole batches to the processes in turn; each process takes its
+                # piece of every batch instead, so N processes train on the batches of one.
+                sampler = ProcessSplitBatchSampler(sampler, self.accelerator.num_processes)
             return self.accelerator.prepare(DataLoader(dataset, batch_sampler=sampler, collate_fn=collator,
                                                        num_workers=self.args.dataloader_num_workers))
 
@@ -302,12 +306,25 @@ def _trainer_class():
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+            if model.training and self.accelerator.num_processes > 1:
+                loss = loss * self._share_of_global_batch(inputs["feature_lengths"])
             if model.training:
                 for name, values in self._loss_parts.items():
                     part = getattr(outputs, name, None)
                     if part is not None:
                         values.append(float(part))
             return (loss, outputs) if return_outputs else loss
+
+        def _share_of_global_batch(self, feature_lengths) -> torch.Tensor:
+            """N x this process's share of the global batch's utterances. The model's loss is a mean
+            over this process's piece and DDP averages gradients over the N processes, which would
+            weigh an utterance of a smaller piece more; scaled by this, the losses sum to the global
+            batch's mean: exact for the CTC term (a mean over utterances), and for the attention term
+            (a mean over tokens) when the pieces hold tokens in proportion to utterances."""
+            here = torch.tensor(float(len(feature_lengths)), device=feature_lengths.device)
+            everywhere = here.clone()
+            torch.distributed.all_reduce(everywhere)
+            return self.accelerator.num_processes * here / everywhere
 
         def training_step(self, model, inputs, num_items_in_batch=None):
             loss = super().training_step(model, inputs, num_items_in_batch)
@@ -339,13 +356,25 @@ def _time_budget_callback(minutes: float):
             self.start = time.monotonic()
 
         def on_step_end(self, args, state, control, **kwargs):
-            if time.monotonic() - self.start > minutes * 60:
+            if _any_process(time.monotonic() - self.start > minutes * 60, args.device):
                 log.warning("time budget of %g min reached at step %d: stopping", minutes, state.global_step)
                 control.should_training_stop = True
                 control.should_save = True
             return control
 
     return TimeBudget()
+
+
+def _any_process(flag: bool, device) -> bool:
+    """Whether ``flag`` holds in any process of a multi-process run (in this one otherwise): a stop
+    decided by one process alone would leave the others waiting for it in the next step."""
+    import torch
+
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return flag
+    value = torch.tensor(float(flag), device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value)
 
 
 def _memory_trim_callback(every: int = 200):
@@ -493,10 +522,18 @@ def train(
         config = config.merged(overrides)
     else:
         config = config or resolve_config()
-        if run.exists() and any(run.iterdir()):
+        # Under torchrun the first process checks and writes the run folder; the others, started at
+        # the same moment, could find its first files in it.
+        if _is_first_process() and run.exists() and any(run.iterdir()):
             raise EchoError("already holds files; use --resume to continue that run, or another --out", run)
     with torch_threads(config.threads):
         return _train(data, run, config, dev, resume, cache_dir, workers, progress)
+
+
+def _is_first_process() -> bool:
+    """Rank 0 of a ``torchrun`` launch (its environment: the process group starts later, with the
+    Trainer), or a single process."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _train(data, run: Path, config: TrainConfig, dev, resume: bool, cache_dir, workers, progress) -> dict[str, Any]:
@@ -537,7 +574,7 @@ def _train(data, run: Path, config: TrainConfig, dev, resume: bool, cache_dir, w
     model_config = EchoConfig(vocab_size=tokenizer.vocab_size, **config.model)
     processor = SpeechProcessor(tokenizer, model_features(model_config), FeatureSettings(f0_method=config.f0_method),
                                 config.max_duration, tuple(config.normalize))
-    if not resume:
+    if not resume and _is_first_process():
         run.mkdir(parents=True, exist_ok=True)
         atomic.write_text(run / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
         processor.save_pretrained(run)
@@ -593,7 +630,10 @@ def _train(data, run: Path, config: TrainConfig, dev, resume: bool, cache_dir, w
     if resume and checkpoint is None:
         log.warning("%s: no checkpoint yet; starting from step 0", run)
     elapsed_before = _elapsed_at(checkpoint)
-    callbacks = [TensorBoardCallback(SummaryWriter(log_dir=str(run / "logs"))),
+    # The other processes of a torchrun launch log nothing (the callback skips them; a writer would
+    # still create an empty event file).
+    writer = SummaryWriter(log_dir=str(run / "logs")) if _is_first_process() else None
+    callbacks = [TensorBoardCallback(writer),
                  _progress_file_callback(run / PROGRESS_FILE, elapsed_before), _memory_trim_callback()]
     if config.max_minutes:
         callbacks.append(_time_budget_callback(config.max_minutes))
