@@ -291,7 +291,27 @@ def _trainer_class():
 
             # Decoding needs no gradients: larger batches than training, fewer with more beams.
             frames = max(1, DEFAULT_BATCH_FRAMES // max(1, self.echo_config.eval_beams))
+            if self.accelerator.num_processes > 1:
+                return self._equal_batches_loader(dataset, frames, 64)
             return self._loader(dataset, self.data_collator, False, frames, 64)
+
+        def _equal_batches_loader(self, dataset, frames: int, max_items: int) -> DataLoader:
+            """Batches of one size (as many of the longest utterance as fit in ``frames``), longest
+            first, for evaluation in several processes: the Trainer gathers every step's outputs
+            from all processes, which needs batches of equal size, and Accelerate drops the repeats
+            it pads the last step with only when it knows the batch size."""
+            size = max(1, min(max_items, frames // max(1, int(max(dataset.lengths)))))
+            longest_first = sorted(range(len(dataset)), key=lambda index: -int(dataset.lengths[index]))
+            return self.accelerator.prepare(DataLoader(dataset, batch_size=size, sampler=longest_first,
+                                                       collate_fn=self.data_collator,
+                                                       num_workers=self.args.dataloader_num_workers))
+
+        def evaluation_loop(self, *args, **kwargs):
+            if self.accelerator.num_processes > 1:
+                # Seq2SeqTrainer gathers with `gather`, which keeps the repeats Accelerate pads the last
+                # step with; `gather_for_metrics` drops them, so every dev utterance counts once.
+                self.gather_function = self.accelerator.gather_for_metrics
+            return super().evaluation_loop(*args, **kwargs)
 
         def get_test_dataloader(self, test_dataset) -> DataLoader:
             return self.get_eval_dataloader(test_dataset)
