@@ -27,7 +27,7 @@ PROCESSES = 2
 TRANSCRIPTS = ["abc dea", "bca eda", "cab ade", "ead cba", "dea bca", "eda cab", "ade bac"]
 # 7 utterances, at most 4 a batch: batches of 4 and 3, so one batch splits unevenly (2 + 1).
 SETTINGS = dict(preset="tiny", max_steps=6, warmup_steps=1, learning_rate=3e-3, batch_frames=4000,
-                batch_max_items=4, save_steps=100, logging_steps=1, bf16=False, threads=1, seed=5)
+                batch_max_items=4, save_steps=100, eval_steps=6, logging_steps=1, bf16=False, threads=1, seed=5)
 # float32 sums in another order (smaller batches, another all-reduce), nothing more.
 PARAMETER_TOLERANCE = 1e-5
 
@@ -59,7 +59,8 @@ def test_behind_accelerate_each_process_gets_its_piece_of_every_global_batch(pro
 
 
 def write_corpus(folder: Path) -> Path:
-    """Seven short voiced clips (a gliding tone with harmonics, in noise) and their manifest."""
+    """Seven short voiced clips (a gliding tone with harmonics, in noise), their manifest, and a
+    dev manifest of three of them (decoded at the end of training)."""
     rng = np.random.default_rng(0)
     rows = ["path\ttext\tspeaker"]
     for index, text in enumerate(TRANSCRIPTS):
@@ -72,11 +73,13 @@ def write_corpus(folder: Path) -> Path:
         rows.append(f"u{index}.wav\t{text}\ts{index % 2}")
     manifest = folder / "train.tsv"
     manifest.write_text("\n".join(rows) + "\n")
+    (folder / "dev.tsv").write_text("\n".join(rows[:4]) + "\n")
     return manifest
 
 
 def train_command(manifest: Path, config: Path, run: Path, cache: Path) -> list[str]:
-    return ["train", "--config", str(config), "--data", str(manifest), "--out", str(run),
+    return ["train", "--config", str(config), "--data", str(manifest), "--dev", str(manifest.parent / "dev.tsv"),
+            "--out", str(run),
             "--cache-dir", str(cache), "--workers", "1"]
 
 
@@ -110,3 +113,5 @@ def test_two_processes_with_half_batches_train_the_one_process_model(tmp_path):
     losses = [[entry["loss"] for entry in summary["log_history"] if "loss" in entry] for summary in summaries]
     assert len(losses[0]) == SETTINGS["max_steps"] and losses[0][-1] < losses[0][0]  # it trained
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)  # the logged loss: the global batch's
+    # Dev decoding split over the processes scores every utterance once: the same WER and CER.
+    assert summaries[1]["dev"] == summaries[0]["dev"]
