@@ -1,4 +1,4 @@
-# Two commands do all the set-up: `make test` and `make demo` (see README.md).
+# Two commands do all the set-up: `make test` and `make demo` (see README.md; the manual is in docs/).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

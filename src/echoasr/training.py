@@ -290,7 +290,7 @@ def _trainer_class():
     from torch.utils.data import DataLoader
     from transformers import Seq2SeqTrainer
 
-    from echoasr.data.collate import FrameBatchSampler
+    from echoasr.data.collate import FrameBatchSampler, ProcessSplitBatchSampler
     from echoasr.optim import build_optimizer
 
     class EchoTrainer(Seq2SeqTrainer):
@@ -307,6 +307,10 @@ def _trainer_class():
             sampler = FrameBatchSampler(dataset.lengths, frames, shuffle=shuffle,
                                         seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
                                         max_items=max_items)
+            if self.accelerator.num_processes > 1:
+                # Accelerate would deal whole batches to the processes in turn; each process takes its
+                # piece of every batch instead, so N processes train on the batches of one.
+                sampler = ProcessSplitBatchSampler(sampler, self.accelerator.num_processes)
             return self.accelerator.prepare(DataLoader(dataset, batch_sampler=sampler, collate_fn=collator,
                                                        num_workers=self.args.dataloader_num_workers))
 
@@ -320,7 +324,27 @@ def _trainer_class():
 
             # Decoding needs no gradients: larger batches than training, fewer with more beams.
             frames = max(1, DEFAULT_BATCH_FRAMES // max(1, self.echo_config.eval_beams))
+            if self.accelerator.num_processes > 1:
+                return self._equal_batches_loader(dataset, frames, 64)
             return self._loader(dataset, self.data_collator, False, frames, 64)
+
+        def _equal_batches_loader(self, dataset, frames: int, max_items: int) -> DataLoader:
+            """Batches of one size (as many of the longest utterance as fit in ``frames``), longest
+            first, for evaluation in several processes: the Trainer gathers every step's outputs
+            from all processes, which needs batches of equal size, and Accelerate drops the repeats
+            it pads the last step with only when it knows the batch size."""
+            size = max(1, min(max_items, frames // max(1, int(max(dataset.lengths)))))
+            longest_first = sorted(range(len(dataset)), key=lambda index: -int(dataset.lengths[index]))
+            return self.accelerator.prepare(DataLoader(dataset, batch_size=size, sampler=longest_first,
+                                                       collate_fn=self.data_collator,
+                                                       num_workers=self.args.dataloader_num_workers))
+
+        def evaluation_loop(self, *args, **kwargs):
+            if self.accelerator.num_processes > 1:
+                # Seq2SeqTrainer gathers with `gather`, which keeps the repeats Accelerate pads the last
+                # step with; `gather_for_metrics` drops them, so every dev utterance counts once.
+                self.gather_function = self.accelerator.gather_for_metrics
+            return super().evaluation_loop(*args, **kwargs)
 
         def get_test_dataloader(self, test_dataset) -> DataLoader:
             return self.get_eval_dataloader(test_dataset)
@@ -335,12 +359,25 @@ def _trainer_class():
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+            if model.training and self.accelerator.num_processes > 1:
+                loss = loss * self._share_of_global_batch(inputs["feature_lengths"])
             if model.training:
                 for name, values in self._loss_parts.items():
                     part = getattr(outputs, name, None)
                     if part is not None:
                         values.append(float(part))
             return (loss, outputs) if return_outputs else loss
+
+        def _share_of_global_batch(self, feature_lengths) -> torch.Tensor:
+            """N x this process's share of the global batch's utterances. The model's loss is a mean
+            over this process's piece and DDP averages gradients over the N processes, which would
+            weigh an utterance of a smaller piece more; scaled by this, the losses sum to the global
+            batch's mean: exact for the CTC term (a mean over utterances), and for the attention term
+            (a mean over tokens) when the pieces hold tokens in proportion to utterances."""
+            here = torch.tensor(float(len(feature_lengths)), device=feature_lengths.device)
+            everywhere = here.clone()
+            torch.distributed.all_reduce(everywhere)
+            return self.accelerator.num_processes * here / everywhere
 
         def training_step(self, model, inputs, num_items_in_batch=None):
             loss = super().training_step(model, inputs, num_items_in_batch)
@@ -372,13 +409,25 @@ def _time_budget_callback(minutes: float):
             self.start = time.monotonic()
 
         def on_step_end(self, args, state, control, **kwargs):
-            if time.monotonic() - self.start > minutes * 60:
+            if _any_process(time.monotonic() - self.start > minutes * 60, args.device):
                 log.warning("time budget of %g min reached at step %d: stopping", minutes, state.global_step)
                 control.should_training_stop = True
                 control.should_save = True
             return control
 
     return TimeBudget()
+
+
+def _any_process(flag: bool, device) -> bool:
+    """Whether ``flag`` holds in any process of a multi-process run (in this one otherwise): a stop
+    decided by one process alone would leave the others waiting for it in the next step."""
+    import torch
+
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return flag
+    value = torch.tensor(float(flag), device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value)
 
 
 def _memory_trim_callback(every: int = 200):
@@ -527,10 +576,18 @@ def train(
         config = config.merged(overrides)
     else:
         config = config or resolve_config()
-        if run.exists() and any(run.iterdir()):
+        # Under torchrun the first process checks and writes the run folder; the others, started at
+        # the same moment, could find its first files in it.
+        if _is_first_process() and run.exists() and any(run.iterdir()):
             raise EchoError("already holds files; use --resume to continue that run, or another --out", run)
     with torch_threads(config.threads):
         return _train(data, run, config, dev, resume, cache_dir, workers, progress)
+
+
+def _is_first_process() -> bool:
+    """Rank 0 of a ``torchrun`` launch (its environment: the process group starts later, with the
+    Trainer), or a single process."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _train(data, run: Path, config: TrainConfig, dev, resume: bool, cache_dir, workers, progress) -> dict[str, Any]:
@@ -576,7 +633,7 @@ def _train(data, run: Path, config: TrainConfig, dev, resume: bool, cache_dir, w
     max_duration = config.max_duration if initial is None else min(config.max_duration, initial.max_duration)
     processor = SpeechProcessor(tokenizer, model_features(model_config), FeatureSettings(f0_method=config.f0_method),
                                 max_duration, tuple(config.normalize))
-    if not resume:
+    if not resume and _is_first_process():
         run.mkdir(parents=True, exist_ok=True)
         atomic.write_text(run / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
         processor.save_pretrained(run)
@@ -636,7 +693,10 @@ def _train(data, run: Path, config: TrainConfig, dev, resume: bool, cache_dir, w
     if resume and checkpoint is None:
         log.warning("%s: no checkpoint yet; starting from step 0", run)
     elapsed_before = _elapsed_at(checkpoint)
-    callbacks = [TensorBoardCallback(SummaryWriter(log_dir=str(run / "logs"))),
+    # The other processes of a torchrun launch log nothing (the callback skips them; a writer would
+    # still create an empty event file).
+    writer = SummaryWriter(log_dir=str(run / "logs")) if _is_first_process() else None
+    callbacks = [TensorBoardCallback(writer),
                  _progress_file_callback(run / PROGRESS_FILE, elapsed_before), _memory_trim_callback()]
     if config.max_minutes:
         callbacks.append(_time_budget_callback(config.max_minutes))

@@ -12,6 +12,8 @@ the training loader only; evaluation uses a collator without it).
 ``max_frames`` padded frames (longest item x batch size), which keeps the work per step even and
 padding small; the order is a deterministic function of the seed and epoch, so a resumed run
 sees the same batches as an uninterrupted one.
+:class:`ProcessSplitBatchSampler` cuts each of those batches into one piece per process for
+multi-process training (``torchrun``), so N processes train on the batches of one.
 """
 
 from __future__ import annotations
@@ -187,3 +189,42 @@ def _cut(lengths: np.ndarray, indices: np.ndarray, max_frames: int, max_items: i
     if current:
         batches.append(current)
     return batches
+
+
+class ProcessSplitBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Each batch of ``batch_sampler`` (the global batch) cut into ``processes`` consecutive
+    pieces with utterance counts that differ by at most one, yielded piece after piece.
+
+    Accelerate (``accelerator.prepare``) deals a batch sampler's batches to the processes in turn,
+    batch i to process i mod N, so every process would train on whole batches of its own and N
+    processes on N times the batch of one. Behind this sampler, process r gets piece r of every
+    global batch instead: N processes take the same optimizer steps on the same batches as one
+    process, and ``batch_frames`` keeps its meaning whatever the number of processes. A global
+    batch with fewer utterances than processes gives the processes left over repeats of its
+    utterances (every process needs a batch to take part in the step)."""
+
+    def __init__(self, batch_sampler: FrameBatchSampler, processes: int):
+        if processes < 1:
+            raise ValueError("processes must be at least 1")
+        self.batch_sampler = batch_sampler
+        self.processes = processes
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batch_sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batch_sampler:
+            yield from split_batch(batch, self.processes)
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler) * self.processes
+
+
+def split_batch(batch: list[int], parts: int) -> list[list[int]]:
+    """``batch`` cut into ``parts`` consecutive pieces (sizes differ by at most one, larger first);
+    with fewer items than parts, the missing pieces repeat items in turn."""
+    if len(batch) < parts:
+        return [[batch[part % len(batch)]] for part in range(parts)]
+    size, extra = divmod(len(batch), parts)
+    bounds = np.cumsum([0] + [size + (part < extra) for part in range(parts)])
+    return [list(batch[bounds[part]:bounds[part + 1]]) for part in range(parts)]

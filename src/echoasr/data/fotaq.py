@@ -62,7 +62,7 @@ OBJECT_ROOMFADE, OBJECT_JOE = -1, 0
 TEXT_SPEAK_OBJECTS = (-2, -3)   # cutaway text objects that are spoken
 PERSON_IMAGES = (-3, -4)
 SPLITS = ("train", "dev", "test")
-# Speaker-disjoint splits: the characters held out (see README, Data > Flight of the Amazon Queen).
+# Speaker-disjoint splits: the characters held out (see docs/data.md, Flight of the Amazon Queen).
 DEV_SPEAKERS = ("SPARKY", "CHIEF")
 TEST_SPEAKERS = ("TRADER_BOB", "MARY_LOU", "FAYE")
 # One name per character: a .DOG file is named after its character (TAM1.DOG greets "I'm Mary-Lou

@@ -108,7 +108,7 @@ def _quick() -> Plan:
     return Plan(
         name="quick", preset="tiny",
         # Sized for ~55 min on 2 cores (27 runs, 2 at a time): measured 0.15 CPU s per step of
-        # `all-pitch` at one thread, ~45 s of set-up and evaluation per run (README, Experiments).
+        # `all-pitch` at one thread, ~45 s of set-up and evaluation per run (docs/experiments.md).
         train=dict(max_steps=1000, max_minutes=None, eval_steps=250, save_steps=250, logging_steps=25, dev_limit=40,
                    batch_frames=6000, learning_rate=3e-3, warmup_steps=100),
         eval_beams=1,

@@ -28,7 +28,7 @@ subsampling, hybrid CTC/attention training); presets switch the pitch mechanisms
 
 `z` is the voicing-aware per-utterance z-score of log f0 (see `echoasr.model.pitch`).
 
-The seed's other components (README "The original design"), all off by default:
+The seed's other components (docs/seed-components.md, "The original design"), all off by default:
 
 * `residual_blend`: every attention residual becomes `x + sigmoid(beta) * update` (the seed's
   learned blend `b * (x + attn) + (1 - b) * x`); `residual_gate` scales every feed-forward

@@ -102,7 +102,7 @@ class EchoPreTrainedModel(PreTrainedModel):
 
 
 class EchoForConditionalGeneration(EchoPreTrainedModel, GenerationMixin):
-    """Encoder-decoder ASR model with pitch-aware rotary attention (see the package README)."""
+    """Encoder-decoder ASR model with pitch-aware rotary attention (see docs/model.md)."""
 
     def __init__(self, config: EchoConfig):
         super().__init__(config)
