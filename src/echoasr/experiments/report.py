@@ -127,8 +127,11 @@ def compare(baseline_runs, system_runs, set_name: str, metric: str) -> dict[str,
             paired = [np.array([by_seed[k][s]["sets"][set_name][errors_key] for s in seeds]) for k in (0, 1)]
             crossed = crossed_effect(paired[0], paired[1], base_lengths)
     test = crossed if crossed is not None else seed_paired
+    # with one seed pair: that pair's difference (no interval)
+    paired_mean = float(np.mean([by_seed[1][s]["sets"][set_name][metric] - by_seed[0][s]["sets"][set_name][metric]
+                                 for s in seeds])) if seeds else None
     return {"set": set_name, "metric": metric, "seeds": seeds,
-            "effect": test.effect if test is not None else bootstrap.effect if bootstrap else None,
+            "effect": test.effect if test is not None else paired_mean,
             "test": "crossed" if crossed is not None else "seed_paired" if seed_paired is not None else None,
             "crossed": _json(crossed), "seed_paired": _json(seed_paired), "utterance_bootstrap": _json(bootstrap)}
 
@@ -149,6 +152,10 @@ def compare_all(plan: Plan, by_configuration: dict[str, list[dict[str, Any]]], s
     for family in families:
         margin = family.margin or plan.equivalence_margin
         planned = [(b, s, name) for b, s in family.contrasts for name in (family.sets or set_names)]
+        for b, s, name in planned:  # the other metric of a family's contrast: descriptive, but in the family
+            for metric in METRICS:
+                if (b, s, name, metric) in index:
+                    index[(b, s, name, metric)]["family"] = family.name
         entries = [index.get((b, s, name, plan.primary_metric)) for b, s, name in planned]
         # tests not available yet (interim report, one seed) count as p = 1: Holm over what was planned
         estimates = [None if e is None or e["test"] is None else e[e["test"]] for e in entries]
@@ -267,7 +274,8 @@ def comparison_table(comparisons: list[dict[str, Any]], primary_metric: str) -> 
     for x in ordered:
         estimate = x.get(x["test"]) if x["test"] else None
         if estimate is None:
-            effect_text, test_text, p_text = f"{_points(x['effect'])} (1 seed)", "-", "-"
+            effect_text = f"{_points(x['effect'])} ({len(x['seeds'])} seed pair)" if x["seeds"] else "n/a (no seed pair)"
+            test_text, p_text = "-", "-"
         else:
             effect_text = f"{_points(estimate['effect'])} [{_points(estimate['low'])}, {_points(estimate['high'])}]"
             test_text = "crossed" if x["test"] == "crossed" else "paired t"

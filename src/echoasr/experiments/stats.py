@@ -287,13 +287,15 @@ def minimum_detectable_effect(standard_error: float, freedom: float, alpha: floa
     detects with probability ``target_power``, from the observed spread."""
     if standard_error == 0:
         return 0.0
-    # the normal-approximation value brackets the answer from below; t tails only widen it
-    guess = (stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(target_power)) * standard_error
+    # In standard errors the answer depends on the degrees of freedom only; the normal
+    # approximation brackets it from below (t tails only widen it).
+    guess = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(target_power)
     upper = guess * 2
-    while power(upper, standard_error, freedom, alpha) < target_power:
+    while power(upper, 1.0, freedom, alpha) < target_power:
         upper *= 2
-    return float(optimize.brentq(lambda effect: power(effect, standard_error, freedom, alpha) - target_power,
-                                 guess * 0.5, upper, xtol=1e-12 * standard_error))
+    multiple = optimize.brentq(lambda shift: power(shift, 1.0, freedom, alpha) - target_power, guess * 0.5, upper,
+                               xtol=1e-10)
+    return float(multiple * standard_error)
 
 
 @dataclass
