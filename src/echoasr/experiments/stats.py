@@ -277,8 +277,11 @@ def equivalence_test(estimate: TEstimate, margin: float, alpha: float = 0.05) ->
 def power(effect: float, standard_error: float, freedom: float, alpha: float = 0.05) -> float:
     """Power of the two-sided t test at level ``alpha`` against a true ``effect`` (noncentral t)."""
     critical = stats.t.ppf(1 - alpha / 2, freedom)
-    shift = effect / standard_error
-    return float(stats.nct.sf(critical, freedom, shift) + stats.nct.cdf(-critical, freedom, shift))
+    shift = abs(effect) / standard_error
+    # the far tail (a significant result of the wrong sign) is negligible here, and scipy's
+    # noncentral t returns nan for some such values: count it as 0 then
+    wrong_sign = float(np.nan_to_num(stats.nct.cdf(-critical, freedom, shift), nan=0.0))
+    return float(stats.nct.sf(critical, freedom, shift)) + wrong_sign
 
 
 def minimum_detectable_effect(standard_error: float, freedom: float, alpha: float = 0.05,
