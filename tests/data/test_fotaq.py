@@ -165,14 +165,22 @@ def test_build_decodes_splits_resumes_and_refuses_other_settings(tmp_path):
     faye = next(r for r in rows if r.speaker == "FAYE")
     sparky = next(r for r in rows if r.speaker == "SPARKY")
     broken = next(r for r in rows if r.speaker == "JOE" and r.clip != joe.clip)
+    # a test line whose words a training line also says ("Hello Joe" to Joe is common)
+    from echoasr.text import normalize
+
+    train_texts = {normalize(r.text): r for r in rows if fotaq.split_of(r.speaker) == "train"}
+    shared = next(r for r in rows if r.speaker == "FAYE" and normalize(r.text) in train_texts)
+    said_in_training = train_texts[normalize(shared.text)]
     path = tmp_path / "queen.1c"
     path.write_bytes(resource_file({f"{joe.clip}.SB": mp3, f"{faye.clip}.SB": mp3, f"{sparky.clip}.SB": mp3,
-                                    f"{broken.clip}.SB": b"not an mp3 at all"}))
+                                    f"{broken.clip}.SB": b"not an mp3 at all", f"{shared.clip}.SB": mp3,
+                                    f"{said_in_training.clip}.SB": mp3}))
     out = tmp_path / "corpus"
     summary = fotaq.build_fotaq(out, resource_path=path, workers=1, progress=False)
-    assert (summary["train"]["clips"], summary["dev"]["clips"], summary["test"]["clips"]) == (1, 1, 1)
+    assert (summary["train"]["clips"], summary["dev"]["clips"], summary["test"]["clips"]) == (2, 1, 1)
+    assert summary["removed_shared_transcripts"] == {"dev": 0, "test": 1}
     assert summary["skipped"]["unreadable clips"] == 1
-    assert summary["skipped"]["clips missing from the resource file"] == len(rows) - 4
+    assert summary["skipped"]["clips missing from the resource file"] == len(rows) - 6
     test = read_manifest(out / "test.tsv")
     assert [(u.text, u.speaker) for u in test] == [(faye.text, "FAYE")]
     audio, rate = soundfile.read(test[0].path)
@@ -184,6 +192,30 @@ def test_build_decodes_splits_resumes_and_refuses_other_settings(tmp_path):
     assert json.loads((out / "corpus.json").read_text())["settings"]["limit"] is None
     with pytest.raises(EchoError, match="other settings"):
         fotaq.build_fotaq(out, resource_path=path, limit=1, progress=False)
+
+
+def test_dev_and_test_lose_the_lines_whose_transcript_is_in_training():
+    from echoasr.data.records import Utterance
+
+    splits = {
+        "train": [Utterance("t1", "Hello, Joe!", "JOE"), Utterance("t2", "Where am I?", "JOE")],
+        "dev": [Utterance("d1", "hello joe", "SPARKY"), Utterance("d2", "Nice hat.", "SPARKY")],
+        "test": [Utterance("x1", "HELLO JOE.", "FAYE"), Utterance("x2", "Where am I, then?", "FAYE"),
+                 Utterance("x3", "where am i", "MARY_LOU")],
+    }
+    kept, removed = fotaq.remove_shared_transcripts(splits)
+    assert removed == {"dev": 1, "test": 2}  # the same words after normalisation (case, punctuation)
+    assert [u.id for u in kept["dev"]] == ["d2"] and [u.id for u in kept["test"]] == ["x2"]
+    assert kept["train"] == splits["train"]
+
+
+def test_shipped_table_test_split_shares_92_transcripts_with_training():
+    from echoasr.text import normalize
+
+    rows = fotaq.read_transcripts()
+    train = {normalize(r.text) for r in rows if fotaq.split_of(r.speaker) == "train"}
+    test = [r for r in rows if fotaq.split_of(r.speaker) == "test"]
+    assert (len(test), sum(normalize(r.text) in train for r in test)) == (700, 92)  # the review's count
 
 
 def test_missing_package_is_one_line_error(tmp_path):

@@ -56,8 +56,22 @@ def test_experiment_writes_results_and_report_and_resumes(tts_corpus, plan, tmp_
     comparisons = {(c["system"], c["baseline"], c["set"], c["metric"]) for c in saved["comparisons"]}
     assert ("phase", "plain", "test", "cer") in comparisons and len(comparisons) == 4
     assert results["steps_to_threshold"]["available"]  # dev CER logged at steps 3 and 6
+    comparison = next(c for c in saved["comparisons"] if c["set"] == "test" and c["metric"] == "cer")
+    # one seed: no seed-level test, no verdict; the utterance bootstrap is there, descriptive
+    assert comparison["test"] is None and comparison["verdict"] == "n/a" and comparison["family"] == "position"
+    assert comparison["utterance_bootstrap"]["utterances"] == 3
+    assert saved["analysis"]["families"] == [{"name": "position", "contrasts": ["phase vs plain"],
+                                              "sets": ["test", "human"], "margin": 0.01}]
     report = (out / "report.md").read_text()
-    assert "`phase` vs `plain`" in report and "significant" in report and "plots/error_rates.png" in report
+    assert "`phase` vs `plain`" in report and "n/a (needs 2+ paired seeds)" in report and "Holm" in report
+    assert "plots/error_rates.png" in report
+    # every run's per-utterance errors and speakers, for a reader to re-run the analysis
+    from echoasr.experiments.report import UTTERANCES_FILE, read_utterances
+
+    utterances = read_utterances(out / UTTERANCES_FILE)
+    assert set(utterances) == {("plain", 0), ("phase", 0)}
+    assert utterances[("plain", 0)]["test"]["char_errors"] == per_utterance["char_errors"]
+    assert utterances[("plain", 0)]["test"]["speakers"] == ["kal"] * 3
     assert (out / "plots" / "error_rates.png").stat().st_size > 1000
     assert (out / "plots" / "training_curves.png").is_file()
     assert (out / "plots" / "utterance.png").stat().st_size > 1000 and "plots/utterance.png" in report

@@ -20,6 +20,13 @@ Queen engine, ``talk.cpp``, ``cutaway.cpp``, ``logic.cpp``, ``sound.cpp``):
 
 :func:`derive_transcripts` applies this to a ``queen.1c``; its output is shipped as
 ``fotaq_transcripts.tsv`` so that a build needs only the Debian package.
+
+Splits are disjoint by character, and the dev and test splits hold no line whose normalised
+transcript is also a training line (:func:`remove_shared_transcripts`: "Hello Joe" said by a test
+character is otherwise a sentence the model has been trained on). Speakers are characters, not
+actors: the resource file names no voice actor (the game's credits are not in it), and the
+engine's naming scheme identifies who speaks in the story only, so the actor identity cannot be
+derived from the data; one actor may voice characters in more than one split.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from echoasr.audio import SAMPLE_RATE
 from echoasr.data.manifest import write_manifest
 from echoasr.data.records import Utterance
 from echoasr.errors import EchoError
+from echoasr.text import normalize
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +84,10 @@ CHARACTER_ALIASES = {
 # Cutaway speakers whose QUEEN.JAS object is a prop the engine turns into a person at run time
 # (Logic::objectCopy): their lines belong to someone else, so they get no speaker label.
 PROP_SPEAKERS = frozenset({"NOTE", "PATH", "SMOKE", "TORCH", "ROCK", "DOOR", "BUTTONS", "LILY_PAD", "TELEPHONE"})
-BUILD_VERSION = 1
+BUILD_VERSION = 2  # 2: dev and test without the transcripts of training lines
+# Settings that change only the manifests, which every build rewrites: a folder built with others
+# is brought up to date rather than refused (its decoded clips do not depend on them).
+_MANIFEST_ONLY_SETTINGS = ("version",)
 
 
 @dataclass(frozen=True)
@@ -441,6 +452,9 @@ def build_fotaq(out: str | os.PathLike, resource_path: str | os.PathLike | None 
         duration = round(soundfile.info(str(target)).duration, 3)
         splits[split_of(row.speaker)].append(
             Utterance(row.clip, row.text, row.speaker, duration, path=str(target), voice="fotaq"))
+    splits, removed = remove_shared_transcripts(splits)
+    for split, count in removed.items():
+        log.info("fotaq: %d %s clips removed: their transcript is also a training line's", count, split)
     for split, utterances in splits.items():
         write_manifest(root / f"{split}.tsv", utterances)
     summary = {
@@ -449,10 +463,23 @@ def build_fotaq(out: str | os.PathLike, resource_path: str | os.PathLike | None 
         for split, u in splits.items()
     }
     summary["skipped"] = dict(counts)
+    summary["removed_shared_transcripts"] = removed
     summary["attribution"] = ATTRIBUTION
     atomic.write_text(root / "corpus.json", json.dumps({"settings": settings, "summary": summary}, indent=2) + "\n")
     log.info("fotaq: %s", summary)
     return summary
+
+
+def remove_shared_transcripts(splits: dict[str, list[Utterance]]) -> tuple[dict[str, list[Utterance]], dict[str, int]]:
+    """The splits without the dev and test utterances whose normalised transcript
+    (:func:`echoasr.text.normalize`, as scored) occurs in ``train``, and how many each lost."""
+    seen = {normalize(u.text) for u in splits.get("train", [])}
+    kept, removed = dict(splits), {}
+    for split in ("dev", "test"):
+        if split in splits:
+            kept[split] = [u for u in splits[split] if normalize(u.text) not in seen]
+            removed[split] = len(splits[split]) - len(kept[split])
+    return kept, removed
 
 
 def _check_settings(root: Path, settings: dict) -> None:
@@ -462,7 +489,10 @@ def _check_settings(root: Path, settings: dict) -> None:
             previous = json.loads(existing.read_text()).get("settings")
         except (OSError, ValueError):
             raise EchoError("unreadable corpus.json; use another folder", existing) from None
-        if previous != settings:
+        def compared(values):
+            return {k: v for k, v in (values or {}).items() if k not in _MANIFEST_ONLY_SETTINGS}
+
+        if compared(previous) != compared(settings):
             raise EchoError(f"built with other settings ({previous}); use another folder", existing)
     elif root.is_dir() and any(root.iterdir()) and not (root / "wav").is_dir():
         raise EchoError("folder is not empty and holds no fotaq corpus; use another folder", root)

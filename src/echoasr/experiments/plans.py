@@ -18,6 +18,20 @@ A plan file (YAML)::
 
 Model overrides merge into the preset's model options key by key, so a configuration states only
 what it changes.
+
+The analysis is stated in the plan, before it runs (pre-registration)::
+
+    primary_metric: cer          # the metric verdicts are given on (the other one is descriptive)
+    alpha: 0.05
+    equivalence_margin: 0.01     # TOST margin, error-rate fraction (0.01 = 1 point)
+    families:                    # Holm within each family; default: one family per question
+      - name: position
+        contrasts: [phase vs plain]
+        sets: [test_unseen]      # default: every test set of the run
+        margin: 0.02             # default: the plan's
+
+Every contrast of a family is tested on each of its sets on the primary metric; a comparison in no
+family is reported as exploratory, without a verdict.
 """
 
 from __future__ import annotations
@@ -51,6 +65,20 @@ class Configuration:
     description: str = ""
 
 
+METRICS = ("wer", "cer")
+DEFAULT_MARGIN = 0.01  # 1 error-rate point
+
+
+@dataclass
+class Family:
+    """Contrasts tested together: Holm's correction runs over every (contrast, set) of a family."""
+
+    name: str
+    contrasts: list[tuple[str, str]]  # (baseline, system)
+    sets: list[str] | None = None  # None: every test set of the experiment
+    margin: float | None = None  # None: the plan's equivalence margin
+
+
 @dataclass
 class Plan:
     name: str
@@ -59,6 +87,10 @@ class Plan:
     train: dict[str, Any] = field(default_factory=dict)
     eval_beams: int = 4
     seeds: int = 3
+    primary_metric: str = "cer"
+    alpha: float = 0.05
+    equivalence_margin: float = DEFAULT_MARGIN
+    families: list[Family] = field(default_factory=list)  # empty: one family per question
 
     def configuration(self, name: str) -> Configuration:
         for configuration in self.configurations:
@@ -69,6 +101,16 @@ class Plan:
     def comparisons(self) -> list[tuple[str, str]]:
         """(counterpart, configuration) pairs, in plan order."""
         return [(baseline, c.name) for c in self.configurations for baseline in c.baselines]
+
+    def analysis_families(self) -> list[Family]:
+        """The plan's families, or by default one per question holding every comparison whose
+        configuration asks it."""
+        if self.families:
+            return self.families
+        by_question: dict[str, list[tuple[str, str]]] = {}
+        for baseline, system in self.comparisons():
+            by_question.setdefault(self.configuration(system).question, []).append((baseline, system))
+        return [Family(question, contrasts) for question, contrasts in by_question.items()]
 
     def train_config(self, configuration: Configuration, seed: int, threads: int | None = None):
         """The :class:`~echoasr.training.TrainConfig` of one run."""
@@ -91,6 +133,21 @@ class Plan:
                 self.train_config(configuration, 0)
             except EchoError as error:
                 raise EchoError(f"configuration {configuration.name}: {error}", source) from None
+        if self.primary_metric not in METRICS:
+            raise EchoError(f"primary_metric must be one of {list(METRICS)}", source)
+        if not 0 < self.alpha < 0.5:
+            raise EchoError("alpha must lie in (0, 0.5)", source)
+        family_names = [f.name for f in self.families]
+        if len(set(family_names)) != len(family_names):
+            raise EchoError(f"duplicate family names in {family_names}", source)
+        for family in self.families:
+            unknown = sorted({n for pair in family.contrasts for n in pair} - set(names))
+            if unknown or not family.contrasts:
+                raise EchoError(f"family {family.name}: " + (f"unknown configuration(s) {unknown}" if unknown
+                                                             else "no contrasts"), source)
+        for margin in [self.equivalence_margin] + [f.margin for f in self.families if f.margin is not None]:
+            if not 0 < margin < 1:
+                raise EchoError(f"an equivalence margin is an error-rate fraction in (0, 1), not {margin}", source)
 
 
 def _configuration(name: str, question: str, model: dict[str, Any], baselines: str | list[str] | None = None,
@@ -172,6 +229,26 @@ def _full() -> Plan:
 BUILTIN_PLANS = {"quick": _quick, "full": _full}
 
 
+def parse_contrast(text: str, source: str | os.PathLike = "plan") -> tuple[str, str]:
+    """``"SYSTEM vs BASELINE"`` -> (baseline, system)."""
+    system, separator, baseline = str(text).partition(" vs ")
+    if not separator or not system.strip() or not baseline.strip():
+        raise EchoError(f"a contrast is written 'SYSTEM vs BASELINE', not {text!r}", source)
+    return baseline.strip(), system.strip()
+
+
+def _family(entry: Any, path: Path) -> Family:
+    if not isinstance(entry, dict) or "name" not in entry or not isinstance(entry.get("contrasts"), list):
+        raise EchoError("every family needs a name and a list of contrasts", path)
+    extra = set(entry) - {"name", "contrasts", "sets", "margin"}
+    if extra:
+        raise EchoError(f"family {entry['name']}: unknown key(s) {sorted(extra)}", path)
+    sets = entry.get("sets")
+    return Family(str(entry["name"]), [parse_contrast(c, path) for c in entry["contrasts"]],
+                  None if sets is None else [str(s) for s in sets],
+                  None if entry.get("margin") is None else float(entry["margin"]))
+
+
 def load_plan(name_or_file: str | os.PathLike) -> Plan:
     """A built-in plan by name, or a YAML plan file."""
     if str(name_or_file) in BUILTIN_PLANS:
@@ -188,7 +265,8 @@ def load_plan(name_or_file: str | os.PathLike) -> Plan:
         raise EchoError(f"not valid YAML: {error}", path) from None
     if not isinstance(document, dict) or not isinstance(document.get("configurations"), list):
         raise EchoError("a plan file needs a list under configurations:", path)
-    unknown = set(document) - {"name", "preset", "train", "eval_beams", "seeds", "configurations"}
+    unknown = set(document) - {"name", "preset", "train", "eval_beams", "seeds", "configurations", "primary_metric",
+                               "alpha", "equivalence_margin", "families"}
     if unknown:
         raise EchoError(f"unknown plan key(s) {sorted(unknown)}", path)
     configurations = []
@@ -203,6 +281,9 @@ def load_plan(name_or_file: str | os.PathLike) -> Plan:
             entry.get("description", ""), preset=entry.get("preset"), train=dict(entry.get("train") or {})))
     plan = Plan(name=str(document.get("name", path.stem)), preset=str(document.get("preset", "small")),
                 configurations=configurations, train=dict(document.get("train") or {}),
-                eval_beams=int(document.get("eval_beams", 4)), seeds=int(document.get("seeds", 3)))
+                eval_beams=int(document.get("eval_beams", 4)), seeds=int(document.get("seeds", 3)),
+                primary_metric=str(document.get("primary_metric", "cer")), alpha=float(document.get("alpha", 0.05)),
+                equivalence_margin=float(document.get("equivalence_margin", DEFAULT_MARGIN)),
+                families=[_family(entry, path) for entry in document.get("families") or []])
     plan.check(str(path))
     return plan

@@ -1,8 +1,17 @@
-"""Aggregate an experiment's runs into ``results.json`` and ``report.md``."""
+"""Aggregate an experiment's runs into ``results.json``, ``report.md`` and ``utterances.tsv.gz``.
+
+Verdicts follow the plan's pre-registered analysis (:mod:`.plans`): for each family's contrasts on
+the primary metric, the seed-level estimate (:func:`~.stats.crossed_effect` with per-utterance
+errors, else :func:`~.stats.seed_paired_difference`), Holm within the family, a TOST against the
+plan's margin and the minimum detectable effect. The utterance bootstrap is a descriptive column."""
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
 import json
+import logging
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -11,10 +20,15 @@ import numpy as np
 
 from echoasr import atomic
 from echoasr.experiments.plans import QUESTIONS, Plan
-from echoasr.experiments.stats import mean_interval, paired_bootstrap, welch_difference
+from echoasr.experiments.stats import (crossed_effect, equivalence_test, holm_adjust, mean_interval,
+                                       minimum_detectable_effect, paired_bootstrap, seed_paired_difference, verdict)
+
+log = logging.getLogger(__name__)
 
 METRICS = {"wer": ("word_errors", "words"), "cer": ("char_errors", "chars")}
 _LOG_KEYS = ("step", "loss", "eval_cer", "eval_wer")
+UTTERANCES_FILE = "utterances.tsv.gz"
+UTTERANCE_COLUMNS = ("configuration", "seed", "set", "id", "speaker", "words", "word_errors", "chars", "char_errors")
 
 
 def _interval(values) -> dict[str, Any]:
@@ -44,21 +58,16 @@ def build_results(plan: Plan, runs: list[dict[str, Any]], settings: dict[str, An
         dev = [r["dev"]["cer"] for r in group if r.get("dev")]
         entry["dev_cer"] = _interval(dev) if dev else None
         configurations[configuration.name] = entry
-    comparisons = []
-    for baseline, system in plan.comparisons():
-        for name in set_names:
-            tested = [[r for r in by_configuration.get(c, []) if name in r["sets"]] for c in (baseline, system)]
-            for metric, (errors_key, lengths_key) in METRICS.items():
-                effect = _compare(*tested, name, errors_key, lengths_key)
-                if effect is not None:
-                    seeds = welch_difference(*[[r["sets"][name][metric] for r in side] for side in tested])
-                    comparisons.append({"baseline": baseline, "system": system, "set": name, "metric": metric,
-                                        **asdict(effect), "significant": effect.significant,
-                                        "seed_level": None if seeds is None else asdict(seeds)})
+    comparisons = compare_all(plan, by_configuration, set_names)
     return {
         "settings": settings,
         "questions": {k: v for k, v in QUESTIONS.items() if any(c.question == k for c in plan.configurations)},
         "configurations": configurations,
+        "analysis": {"primary_metric": plan.primary_metric, "alpha": plan.alpha,
+                     "equivalence_margin": plan.equivalence_margin,
+                     "families": [{"name": f.name, "contrasts": [f"{s} vs {b}" for b, s in f.contrasts],
+                                   "sets": f.sets or set_names, "margin": f.margin or plan.equivalence_margin}
+                                  for f in plan.analysis_families()]},
         "comparisons": comparisons,
         "steps_to_threshold": steps_to_threshold(plan, by_configuration),
         "runs": [{**{k: v for k, v in r.items() if k not in ("sets", "log_history")},
@@ -68,23 +77,111 @@ def build_results(plan: Plan, runs: list[dict[str, Any]], settings: dict[str, An
     }
 
 
-def _compare(baseline_runs, system_runs, set_name, errors_key, lengths_key):
-    """Paired bootstrap pooled over seeds; None when a side has no runs."""
+def _has_utterances(run: dict[str, Any], set_name: str) -> bool:
+    return "ids" in run["sets"].get(set_name, {})
+
+
+def _per_utterance(runs, set_name, errors_key, lengths_key):
+    """(ids, (runs, utterances) errors, (utterances,) lengths) of runs scored on the same utterances."""
+    ids = runs[0]["sets"][set_name]["ids"]
+    if any(r["sets"][set_name]["ids"] != ids for r in runs):
+        raise ValueError(f"runs scored different utterances on {set_name}")
+    lengths = np.array(runs[0]["sets"][set_name][lengths_key])
+    if any(r["sets"][set_name][lengths_key] != runs[0]["sets"][set_name][lengths_key] for r in runs):
+        raise ValueError(f"runs scored different references on {set_name}")
+    return ids, np.array([r["sets"][set_name][errors_key] for r in runs]), lengths
+
+
+def _json(record) -> dict[str, Any] | None:
+    """A statistics dataclass as JSON (no NaN, no numpy scalars)."""
+    if record is None:
+        return None
+    return json.loads(json.dumps(asdict(record), default=float).replace("NaN", "null"))
+
+
+def compare(baseline_runs, system_runs, set_name: str, metric: str) -> dict[str, Any] | None:
+    """Every statistic of one comparison on one set and metric; None when a side has no runs on it.
+
+    Seeds pair the runs (the same seed: the same initial weights and batch order). The estimate
+    that carries the verdict (``test``): the crossed seeds x utterances estimate when both sides
+    have per-utterance errors for 2+ paired seeds, else the paired t over seeds, else none (one
+    seed: only the descriptive utterance bootstrap)."""
+    errors_key, lengths_key = METRICS[metric]
+    baseline_runs = [r for r in baseline_runs if set_name in r["sets"]]
+    system_runs = [r for r in system_runs if set_name in r["sets"]]
     if not baseline_runs or not system_runs:
         return None
+    by_seed = [{r["seed"]: r for r in runs} for runs in (baseline_runs, system_runs)]
+    seeds = sorted(set(by_seed[0]) & set(by_seed[1]))
+    seed_paired = seed_paired_difference(*[{s: r["sets"][set_name][metric] for s, r in side.items()}
+                                           for side in by_seed])
+    bootstrap = crossed = None
+    if all(_has_utterances(r, set_name) for r in baseline_runs + system_runs):
+        base_ids, base_errors, base_lengths = _per_utterance(baseline_runs, set_name, errors_key, lengths_key)
+        sys_ids, sys_errors, sys_lengths = _per_utterance(system_runs, set_name, errors_key, lengths_key)
+        if base_ids != sys_ids or not np.array_equal(base_lengths, sys_lengths):
+            raise ValueError(f"the two configurations scored different utterances on {set_name}")
+        bootstrap = paired_bootstrap(base_errors, np.tile(base_lengths, (len(base_errors), 1)),
+                                     sys_errors, np.tile(sys_lengths, (len(sys_errors), 1)))
+        if len(seeds) >= 2:
+            paired = [np.array([by_seed[k][s]["sets"][set_name][errors_key] for s in seeds]) for k in (0, 1)]
+            crossed = crossed_effect(paired[0], paired[1], base_lengths)
+    test = crossed if crossed is not None else seed_paired
+    # with one seed pair: that pair's difference (no interval)
+    paired_mean = float(np.mean([by_seed[1][s]["sets"][set_name][metric] - by_seed[0][s]["sets"][set_name][metric]
+                                 for s in seeds])) if seeds else None
+    return {"set": set_name, "metric": metric, "seeds": seeds,
+            "effect": test.effect if test is not None else paired_mean,
+            "test": "crossed" if crossed is not None else "seed_paired" if seed_paired is not None else None,
+            "crossed": _json(crossed), "seed_paired": _json(seed_paired), "utterance_bootstrap": _json(bootstrap)}
 
-    def stacked(runs):
-        ids = runs[0]["sets"][set_name]["ids"]
-        if any(r["sets"][set_name]["ids"] != ids for r in runs):
-            raise ValueError(f"runs scored different utterances on {set_name}")
-        return ids, np.array([r["sets"][set_name][errors_key] for r in runs]), \
-            np.array([r["sets"][set_name][lengths_key] for r in runs])
 
-    base_ids, base_errors, base_lengths = stacked(baseline_runs)
-    sys_ids, sys_errors, sys_lengths = stacked(system_runs)
-    if base_ids != sys_ids:
-        raise ValueError(f"the two configurations scored different utterances on {set_name}")
-    return paired_bootstrap(base_errors, base_lengths, sys_errors, sys_lengths)
+def compare_all(plan: Plan, by_configuration: dict[str, list[dict[str, Any]]], set_names: list[str]) -> list[dict]:
+    """Every comparison of the plan and its families on every set and metric; the primary metric's
+    contrasts of each family get Holm-adjusted p-values, a TOST, the MDE and a verdict."""
+    families = plan.analysis_families()
+    pairs = list(dict.fromkeys(plan.comparisons() + [c for f in families for c in f.contrasts]))
+    comparisons = []
+    for baseline, system in pairs:
+        for name in set_names:
+            for metric in METRICS:
+                entry = compare(by_configuration.get(baseline, []), by_configuration.get(system, []), name, metric)
+                if entry is not None:
+                    comparisons.append({"baseline": baseline, "system": system, "family": None, **entry})
+    index = {(c["baseline"], c["system"], c["set"], c["metric"]): c for c in comparisons}
+    for family in families:
+        margin = family.margin or plan.equivalence_margin
+        planned = [(b, s, name) for b, s in family.contrasts for name in (family.sets or set_names)]
+        for b, s, name in planned:  # the other metric of a family's contrast: descriptive, but in the family
+            for metric in METRICS:
+                if (b, s, name, metric) in index:
+                    index[(b, s, name, metric)]["family"] = family.name
+        entries = [index.get((b, s, name, plan.primary_metric)) for b, s, name in planned]
+        # tests not available yet (interim report, one seed) count as p = 1: Holm over what was planned
+        estimates = [None if e is None or e["test"] is None else e[e["test"]] for e in entries]
+        p_values = [1.0 if x is None else x["p_value"] for x in estimates]
+        equivalences = [None if x is None else equivalence_test(_estimate(x), margin, plan.alpha) for x in estimates]
+        tost_p = [1.0 if x is None else x.p_value for x in equivalences]
+        for entry, estimate, p_holm, equivalence, tost_holm in zip(entries, estimates, holm_adjust(p_values),
+                                                                   equivalences, holm_adjust(tost_p), strict=True):
+            if entry is None:
+                continue
+            entry.update(family=family.name, family_size=len(planned), margin=margin)
+            if estimate is None:
+                entry.update(verdict="n/a", verdict_text="n/a (needs 2+ paired seeds)")
+                continue
+            mde = minimum_detectable_effect(estimate["standard_error"], estimate["freedom"], plan.alpha)
+            decision = verdict(estimate["effect"], float(p_holm), float(tost_holm), margin, mde, plan.alpha)
+            entry.update(p_holm=float(p_holm), equivalence={**asdict(equivalence), "p_holm": float(tost_holm)},
+                         mde=mde, verdict=decision.label, verdict_text=decision.text)
+    return comparisons
+
+
+def _estimate(record: dict[str, Any]):
+    from echoasr.experiments.stats import TEstimate
+
+    return TEstimate(**{k: record[k] for k in ("effect", "low", "high", "p_value", "standard_error", "freedom",
+                                                "seeds")})
 
 
 def steps_to_threshold(plan: Plan, by_configuration: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -135,6 +232,77 @@ def _missing_runs(missing: list[str], seeds: int) -> str:
     return "; ".join(partial + (["every seed of " + ", ".join(whole)] if whole else []))
 
 
+def statistics_paragraph(results: dict[str, Any]) -> str:
+    analysis = results.get("analysis") or {}
+    metric = analysis.get("primary_metric", "cer").upper()
+    alpha = analysis.get("alpha", 0.05)
+    families = analysis.get("families", [])
+    family_text = "; ".join(
+        f"`{f['name']}` ({len(f['contrasts'])} contrast(s) x {len(f['sets'])} set(s) = "
+        f"{len(f['contrasts']) * len(f['sets'])} tests, margin {100 * f['margin']:.2g} points)" for f in families)
+    return (
+        "**Statistics.** The unit is the training run. Runs of two configurations with the same seed share "
+        "their initial weights and batch order, so comparisons pair them by seed. Effects are in absolute "
+        "percentage points (configuration minus counterpart; negative = fewer errors). The estimate that "
+        "carries the verdict (column *test*): `crossed`, the mean per-seed difference with both variance "
+        "components (seeds and test utterances, crossed random factors: two-way ANOVA moments on the "
+        "per-utterance errors, Satterthwaite t), where every run's per-utterance errors are available; "
+        "`paired t`, the paired t over seeds on the runs' error rates, where only those are. "
+        f"Verdicts are given on the primary metric ({metric}) of the plan's families only, with Holm's "
+        f"correction within each family at alpha {alpha:g} (a test not available yet counts as p = 1): "
+        f"{family_text}. A difference is stated only when the Holm-adjusted p is below alpha; \"no effect "
+        "larger than X\" only when the two one-sided tests (TOST) against the margin X reject (Holm-adjusted); "
+        "otherwise the result is inconclusive, with the minimum detectable effect (MDE: the true effect the "
+        "test would detect with 80% power, from the observed spread). The other metric and comparisons in no "
+        "family are descriptive. The paired bootstrap over utterances pooled over seeds (10,000 resamples) is "
+        "descriptive too: it holds the trained models fixed and so cannot say whether a configuration "
+        "helps.")
+
+
+def _points(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{100 * value:+.{digits}f}"
+
+
+def comparison_table(comparisons: list[dict[str, Any]], primary_metric: str) -> list[str]:
+    """Rows: the family's primary-metric tests first (with verdicts), then the descriptive ones."""
+    if not comparisons:
+        return []
+    ordered = sorted(comparisons, key=lambda x: (x.get("verdict") is None, x["metric"] != primary_metric))
+    lines = ["", "| comparison | set | metric | effect (points) [95% CI] | test | p (Holm) | TOST p (Holm), margin "
+             "| MDE | verdict | sd of the seed differences; variance (points²): seed / utterance / residual | utterance bootstrap "
+             "(descriptive) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for x in ordered:
+        estimate = x.get(x["test"]) if x["test"] else None
+        if estimate is None:
+            effect_text = f"{_points(x['effect'])} ({len(x['seeds'])} seed pair)" if x["seeds"] else "n/a (no seed pair)"
+            test_text, p_text = "-", "-"
+        else:
+            effect_text = f"{_points(estimate['effect'])} [{_points(estimate['low'])}, {_points(estimate['high'])}]"
+            test_text = "crossed" if x["test"] == "crossed" else "paired t"
+            p_text = f"{estimate['p_value']:.3g}" + (f" ({x['p_holm']:.3g})" if "p_holm" in x else "")
+        equivalence = x.get("equivalence")
+        tost_text = "-" if not equivalence else (f"{equivalence['p_value']:.3g} ({equivalence['p_holm']:.3g}), "
+                                                 f"±{100 * equivalence['margin']:.2g}")
+        mde_text = f"{100 * x['mde']:.2g}" if x.get("mde") is not None else "-"
+        if x.get("verdict") is None:
+            verdict_text = "descriptive" + (" (secondary metric)" if x["metric"] != primary_metric and x.get("family")
+                                            else " (in no family)" if not x.get("family") else "")
+        else:
+            verdict_text = x["verdict_text"]
+        spread = "-"
+        if x["seed_paired"]:
+            spread = f"{100 * x['seed_paired']['standard_error'] * np.sqrt(x['seed_paired']['seeds']):.2f}"
+        if x["crossed"] and x["crossed"]["components"]:
+            parts = x["crossed"]["components"]
+            spread += "; " + " / ".join(f"{1e4 * parts[k]:.3g}" for k in ("seed", "utterance", "residual"))
+        boot = x["utterance_bootstrap"]
+        boot_text = "-" if not boot else (f"{_points(boot['effect'])} [{_points(boot['low'])}, {_points(boot['high'])}],"
+                                          f" p {boot['p_value']:.3g}")
+        lines.append(f"| `{x['system']}` vs `{x['baseline']}` | {x['set']} | {x['metric'].upper()} | {effect_text} | "
+                     f"{test_text} | {p_text} | {tost_text} | {mde_text} | {verdict_text} | {spread} | {boot_text} |")
+    return lines
+
+
 def render_markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
     settings = results["settings"]
     configurations = results["configurations"]
@@ -146,17 +314,16 @@ def render_markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
         + ", ".join(f"`{name}` = `{source}`" for name, source in sources.items()) + "). "
         f"{settings['seeds']} seed(s) per configuration, every run at the same step budget on the same data and "
         f"tokenizer; evaluation with {settings['eval_beams']} beam(s) (joint CTC/attention). Error rates are "
-        "percentages: mean over seeds ± the half-width of the 95% t-interval. Effects are in absolute "
-        "percentage points (configuration minus counterpart; negative = fewer errors), from a paired "
-        "bootstrap over utterances pooled over seeds (10,000 resamples), with a two-sided p-value. The "
-        "bootstrap measures how the effect depends on the test utterances; training randomness is in the "
-        "seed-level column (difference of seed means, Welch 95% interval and p), which needs 2+ seeds per side.", "",
+        "percentages: mean over seeds ± the half-width of the 95% t-interval over seeds.", "",
+        statistics_paragraph(results), "",
         "Reproduce: `echoasr experiment --plan " + settings["plan"] + f" --data {settings['data']} --out OUT"
         + (f" --human {settings['human']}" if settings.get("human") else "")
         + "".join(f" --test {name}={source}" for name, source in sources.items()
                   if name not in (settings["split"], "human"))
         + f" --seeds {settings['seeds']} --parallel {settings['parallel']}`", "",
     ]
+    if settings.get("reanalysis"):
+        lines += [f"**Re-analysis.** {settings['reanalysis']}", ""]
     missing = settings.get("runs_missing") or []
     if missing:
         lines += [
@@ -182,17 +349,7 @@ def render_markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
             cells.append(_percent(c["dev_cer"]))
             lines.append("| " + " | ".join(cells) + " |")
         comparisons = [x for x in results["comparisons"] if x["system"] in members]
-        if comparisons:
-            lines += ["", "| comparison | set | metric | effect (points) | 95% CI | p | verdict | seed-level effect, 95% CI, p |",
-                      "|---|---|---|---|---|---|---|---|"]
-            for x in comparisons:
-                verdict = "**significant**" if x["significant"] else "not significant at 0.05"
-                seed = x["seed_level"]
-                seed_text = "n/a (1 seed)" if seed is None else (
-                    f"{100 * seed['effect']:+.2f} [{100 * seed['low']:+.2f}, {100 * seed['high']:+.2f}], p {seed['p_value']:.3f}")
-                lines.append(f"| `{x['system']}` vs `{x['baseline']}` | {x['set']} | {x['metric'].upper()} | "
-                             f"{100 * x['effect']:+.2f} | [{100 * x['low']:+.2f}, {100 * x['high']:+.2f}] | "
-                             f"{x['p_value']:.4f} | {verdict} | {seed_text} |")
+        lines += comparison_table(comparisons, results.get("analysis", {}).get("primary_metric", "cer"))
         lines.append("")
     threshold = results["steps_to_threshold"]
     lines += ["## Steps to reach a dev CER threshold", ""]
@@ -221,3 +378,85 @@ def write_report(results: dict[str, Any], out: Path, plots: bool = True,
     figures.update(extra_figures or {})
     atomic.write_text(out / "results.json", json.dumps(results, indent=1) + "\n")
     atomic.write_text(out / "report.md", render_markdown(results, figures) + "\n")
+
+
+# ------------------------------------------------------------------------------- per-utterance data
+
+
+def write_utterances(path: Path, runs: list[dict[str, Any]], speakers: dict[str, dict[str, str]]) -> int:
+    """Every run's per-utterance errors and reference lengths, with the speaker of each utterance
+    (``speakers``: set name -> utterance id -> speaker), as gzip TSV (``UTTERANCE_COLUMNS``): what a
+    reader needs to re-run the analysis. Returns the number of rows; runs without per-utterance
+    data are left out."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
+    writer.writerow(UTTERANCE_COLUMNS)
+    rows = 0
+    for run in sorted(runs, key=lambda r: (r["configuration"], r["seed"])):
+        for set_name, scored in run["sets"].items():
+            if "ids" not in scored:
+                continue
+            names = speakers.get(set_name, {})
+            for values in zip(scored["ids"], scored["words"], scored["word_errors"], scored["chars"],
+                              scored["char_errors"], strict=True):
+                writer.writerow([run["configuration"], run["seed"], set_name, values[0], names.get(values[0], ""),
+                                 *values[1:]])
+                rows += 1
+    # mtime 0: the same runs give the same bytes (a committed file changes only when the data do)
+    data = gzip.compress(buffer.getvalue().encode("utf-8"), mtime=0)
+    with atomic.atomic_path(path) as temporary:
+        Path(temporary).write_bytes(data)
+    return rows
+
+
+def read_utterances(path: Path) -> dict[tuple[str, int], dict[str, dict[str, list]]]:
+    """:func:`write_utterances`'s file -> (configuration, seed) -> set -> per-utterance lists, in
+    the runs' ``sets`` layout (``ids``, ``speakers``, ``words``, ``word_errors``, ``chars``, ``char_errors``)."""
+    runs: dict[tuple[str, int], dict[str, dict[str, list]]] = {}
+    with gzip.open(path, "rt", encoding="utf-8", newline="") as stream:
+        for row in csv.DictReader(stream, delimiter="\t"):
+            scored = runs.setdefault((row["configuration"], int(row["seed"])), {}).setdefault(
+                row["set"], {k: [] for k in ("ids", "speakers", "words", "word_errors", "chars", "char_errors")})
+            scored["ids"].append(row["id"])
+            scored["speakers"].append(row["speaker"])
+            for key in ("words", "word_errors", "chars", "char_errors"):
+                scored[key].append(int(row[key]))
+    return runs
+
+
+def reanalyse(folder: Path, plan: Plan, note: str = "", plots: bool = False) -> dict[str, Any]:
+    """Rebuild ``folder``'s ``results.json`` and ``report.md`` from its committed results with the
+    current statistics and ``plan``'s analysis (families, margin), training and evaluating nothing.
+    Per-utterance errors come from ``utterances.tsv.gz`` when the folder has one; without it only
+    the per-seed error rates are there, and the verdicts use the paired t over seeds. ``note`` is
+    printed at the top of the report (say there what was decided after the runs). The figures of
+    the existing report are kept (``plots``: redraw those drawn from results.json)."""
+    folder = Path(folder)
+    previous = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    runs = previous["runs"]
+    utterances_file = folder / UTTERANCES_FILE
+    if utterances_file.is_file():
+        per_utterance = read_utterances(utterances_file)
+        for run in runs:
+            for set_name, scored in per_utterance.get((run["configuration"], run["seed"]), {}).items():
+                run["sets"].setdefault(set_name, {}).update(scored)
+    settings = {**previous["settings"], "reanalysis": note or "re-analysed from the committed results"}
+    results = build_results(plan, runs, settings)
+    figures = existing_figures(folder / "report.md")
+    if plots:
+        from echoasr.experiments.plots import draw_figures
+
+        figures.update(draw_figures(results, folder))
+    atomic.write_text(folder / "results.json", json.dumps(results, indent=1) + "\n")
+    atomic.write_text(folder / "report.md", render_markdown(results, figures) + "\n")
+    log.info("%s: re-analysed %d runs, %d comparisons", folder, len(runs), len(results["comparisons"]))
+    return results
+
+
+def existing_figures(report: Path) -> dict[str, str]:
+    """title -> path of the ``![title](path)`` figures of a report (none when it does not exist)."""
+    import re
+
+    if not report.is_file():
+        return {}
+    return dict(re.findall(r"^!\[(.*)\]\((.*)\)$", report.read_text(encoding="utf-8"), flags=re.MULTILINE))

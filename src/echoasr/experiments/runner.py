@@ -1,7 +1,8 @@
 """Run an experiment plan: every (configuration, seed) trained at the plan's budget and evaluated,
 resumably, through :func:`echoasr.training.train` and :func:`echoasr.evaluation.evaluate` only.
 
-``OUT/runs/<configuration>/seed<k>/`` is one training run. Its ``result.json`` (written last,
+``OUT/runs/<configuration>/seed<k>/`` is one training run; ``OUT/utterances.tsv.gz`` holds every
+run's per-utterance errors with the speaker ids (:func:`~.report.write_utterances`). Its ``result.json`` (written last,
 atomically) is the done-marker: a run that has one is skipped. A run with checkpoints but no
 finished training is resumed from its latest checkpoint (training's ``resume``); a finished
 training without a result is only evaluated, and a finished run is evaluated only on the test sets
@@ -266,7 +267,7 @@ def run_experiment(plan: Plan, data: str | os.PathLike, out: str | os.PathLike, 
     ``report_only``: train and evaluate nothing; report the runs finished so far (an interim look at
     a long grid, safe while another invocation runs it: every result file is written atomically)."""
     from echoasr.data.featurize import default_cache_dir
-    from echoasr.experiments.report import build_results, write_report
+    from echoasr.experiments.report import UTTERANCES_FILE, build_results, write_report, write_utterances
 
     out = Path(out)
     if not Path(data).is_dir() or not _has_split(Path(data), "train"):
@@ -303,7 +304,16 @@ def run_experiment(plan: Plan, data: str | os.PathLike, out: str | os.PathLike, 
     })
     figures = _utterance_figure(plan, data, split, out, seeds, done) if plots else {}
     write_report(results, out, plots=plots, extra_figures=figures)
+    rows = write_utterances(out / UTTERANCES_FILE, runs, test_set_speakers(sets))
+    log.info("%s: %d per-utterance rows (every run, every test set)", out / UTTERANCES_FILE, rows)
     return results
+
+
+def test_set_speakers(sets: dict[str, str]) -> dict[str, dict[str, str]]:
+    """Test-set name -> utterance id -> speaker, from the sets' manifests."""
+    from echoasr.evaluation import load_test_set
+
+    return {name: {u.id: u.speaker for u in load_test_set(*_source(test_set))} for name, test_set in sets.items()}
 
 
 def _utterance_figure(plan: Plan, data, split: str, out: Path, seeds: int,
