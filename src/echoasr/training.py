@@ -202,14 +202,14 @@ register_preset("base-mix", PRESETS["base"].merged({
 # every pitch mechanism added through a scale that starts at 0 (EchoConfig.pitch_zero_start): the
 # f0/voicing stem, the pitch-warped rotary phase, the bounded radius and the pitch bias. Whisper's
 # log-mel as it comes (no CMVN); lr 2e-5 with a short warm-up and linear decay, batches of about 8
-# clips (3,200 padded frames), float32 (bf16 autocast on the CPU was not faster: README, Backbone).
+# clips (3,200 padded frames), bf16 autocast (1.38 vs 1.82 s per step in float32 on 2 threads: docs/backbone.md).
 WHISPER_PITCH_MODEL = dict(features=["mel", "f0"], rotary_positions=True, rotary_theta_mode="phase",
                            rotary_radius="bounded", pitch_bias=True, pitch_zero_start=True)
 register_preset("whisper-base", TrainConfig(
     init="whisper-base", model={}, normalize=[], max_duration=20.0, batch_frames=3200, batch_max_items=8,
     learning_rate=2e-5, warmup_steps=50, lr_scheduler="linear", weight_decay=0.0, max_steps=600,
-    spec_augment=None, dev_limit=40, eval_steps=600, save_steps=100, save_total_limit=2, logging_steps=10,
-    bf16=False,
+    spec_augment=None, dev_limit=40, eval_steps=600, save_steps=200, save_total_limit=2, logging_steps=10,
+    bf16=True,
 ))
 register_preset("whisper-base-pitch", PRESETS["whisper-base"].merged({"model": WHISPER_PITCH_MODEL}))
 # seed: the original design as one configuration (echoasr.model.presets), trained with MaxFactor,

@@ -237,13 +237,16 @@ def echo_state_dict(model: CTranslate2Model) -> dict[str, np.ndarray]:
         "decoder.positions.table": model.get("decoder/position_encodings/encodings"),
         "decoder.embed_tokens.weight": model.get("decoder/embeddings/weight"),
     }
-    used = {"encoder/position_encodings/encodings", "decoder/position_encodings/encodings", "decoder/embeddings/weight"}
-    for name, array in model.variables.items():
+    used = {"encoder/position_encodings/encodings", "decoder/position_encodings/encodings", "decoder/embeddings/weight",
+            "decoder/projection/weight"}  # tied to the embedding
+    # CTranslate2 stores identical tensors once, under an alias (e.g. equal LayerNorm gammas).
+    named = {**model.variables, **{alias: model.get(target) for alias, target in model.aliases.items()}}
+    for name, array in named.items():
         prefix, _, leaf = name.rpartition("/")
         if prefix in prefixes and leaf in leaves:
             state[f"{prefixes[prefix]}.{leaves[leaf]}"] = array
             used.add(name)
-    tensors = {name for name, array in model.variables.items() if array.ndim > 0}
+    tensors = {name for name, array in named.items() if array.ndim > 0}
     left = sorted(tensors - used)
     if left:
         raise EchoError(f"unmapped Whisper tensors: {', '.join(left[:4])}{' ...' if len(left) > 4 else ''}")
