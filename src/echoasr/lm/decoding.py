@@ -94,6 +94,9 @@ def token_pieces(tokenizer) -> list[str]:
 
     if tokenizer.kind == "char":
         return list(SPECIAL_TOKENS) + list(tokenizer.characters)
+    if tokenizer.kind != "sentencepiece":
+        raise EchoError(f"the word LM search knows character and SentencePiece tokenizers, not this model's "
+                        f"{tokenizer.kind} tokenizer: decode with --lm none")
     import sentencepiece
 
     processor = sentencepiece.SentencePieceProcessor(model_proto=tokenizer.model_proto)

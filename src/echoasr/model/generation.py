@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -39,8 +39,20 @@ from torch import Tensor
 
 from .encoder import EncoderOutput
 
-if TYPE_CHECKING:
-    from .modeling import EchoForConditionalGeneration
+
+
+class Seq2SeqModel(Protocol):
+    """What decoding needs of a model (`EchoForConditionalGeneration` is one); a protocol, so that
+    this module does not import the model that imports it."""
+
+    config: Any
+    decoder: Any  # EchoDecoder: start, step, logits, forward
+    ctc_head: Any
+    generation_config: Any
+
+    def encode(self, features: dict[str, Tensor], feature_lengths: Tensor | None = None) -> EncoderOutput: ...
+
+    def ctc_log_probs(self, encoder: EncoderOutput) -> Tensor: ...
 
 
 # Keyword arguments Hugging Face's Seq2SeqTrainer (or a user copying HF habits) may pass that
@@ -161,7 +173,7 @@ class StepScorer:
 
     def __init__(
         self,
-        model: EchoForConditionalGeneration,
+        model: Seq2SeqModel,
         encoder: EncoderOutput,
         max_steps: int,
         use_cache: bool,
@@ -365,7 +377,7 @@ def _option(name: str, explicit: Any, generation_config: Any, model_config: Any,
 
 
 def generate(
-    model: EchoForConditionalGeneration,
+    model: Seq2SeqModel,
     features: dict[str, Tensor] | None,
     feature_lengths: Tensor | None = None,
     *,
@@ -438,7 +450,7 @@ def generate(
 
 
 def _search(
-    model: EchoForConditionalGeneration,
+    model: Seq2SeqModel,
     encoder: EncoderOutput,
     beams: int,
     limits: Tensor,
