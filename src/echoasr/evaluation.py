@@ -16,82 +16,22 @@ divided by the audio's duration (model loading excluded); ``rtf_decode`` counts 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from echoasr import atomic
 from echoasr.audio import FRAME_PERIOD
 from echoasr.errors import EchoError
+# Below evaluation, references and transcribe alike (still importable from here).
+from echoasr.runtime import DEFAULT_BATCH_FRAMES, check_precision, torch_threads
+from echoasr.scoring import score
 from echoasr.text import normalize
 
 log = logging.getLogger(__name__)
-
-DEFAULT_BATCH_FRAMES = 40000
-
-
-@contextlib.contextmanager
-def torch_threads(count: int | None) -> Iterator[None]:
-    """Run a block with ``count`` torch threads (None: unchanged), then restore the previous count."""
-    import torch
-
-    previous = torch.get_num_threads()
-    if count:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def check_precision(bf16: bool, int8: bool) -> None:
-    if bf16 and int8:
-        raise EchoError("--int8 and --bf16 exclude each other (the int8 layers take float32)")
-
-
-def score(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, Any]:
-    """Corpus-level WER and CER (fractions) with word-level substitutions, deletions, insertions.
-
-    A pair with an empty reference adds its hypothesis' words (characters) as insertions: jiwer
-    refuses empty references, so that part is counted here. With no reference words at all, any
-    insertion makes the rate infinite.
-    """
-    import jiwer
-
-    if len(references) != len(hypotheses):
-        raise ValueError("references and hypotheses differ in number")
-    pairs = [(normalize(r), normalize(h)) for r, h in zip(references, hypotheses, strict=True)]
-    scored = [(r, h) for r, h in pairs if r]
-    unanchored = [h for r, h in pairs if not r and h]  # hypotheses of empty references
-    substitutions = deletions = hits = char_hits = char_substitutions = char_deletions = 0
-    insertions = sum(len(h.split()) for h in unanchored)
-    char_errors = sum(len(h) for h in unanchored)
-    if scored:
-        words = jiwer.process_words([r for r, _ in scored], [h for _, h in scored])
-        chars = jiwer.process_characters([r for r, _ in scored], [h for _, h in scored])
-        substitutions, deletions, hits = words.substitutions, words.deletions, words.hits
-        insertions += words.insertions
-        char_hits, char_substitutions, char_deletions = chars.hits, chars.substitutions, chars.deletions
-        char_errors += chars.substitutions + chars.deletions + chars.insertions
-    reference_words = hits + substitutions + deletions
-    reference_characters = char_hits + char_substitutions + char_deletions
-    return {
-        "wer": _rate(substitutions + deletions + insertions, reference_words),
-        "cer": _rate(char_errors, reference_characters),
-        "substitutions": int(substitutions), "deletions": int(deletions), "insertions": int(insertions),
-        "words": int(reference_words), "characters": int(reference_characters),
-    }
-
-
-def _rate(errors: int, total: int) -> float:
-    if total:
-        return errors / total
-    return float("inf") if errors else 0.0
-
 
 def decode_dataset(model, processor, dataset, *, beams: int = 1, ctc_weight: float | None = None,
                    ctc_greedy: bool = False, batch_frames: int = DEFAULT_BATCH_FRAMES, bf16: bool = False,

@@ -33,8 +33,9 @@ def tune(model_path: str | os.PathLike, data: str | os.PathLike, lm: str | os.Pa
     from echoasr.data import load_dataset_any
     from echoasr.data.featurize import SpeechDataset, extract_features
     from echoasr.decoding import DEFAULT_LM, DecodingOptions, SpeechDecoder, decode_transcripts, write_lm_config
-    from echoasr.evaluation import DEFAULT_BATCH_FRAMES, score, torch_threads
     from echoasr.processor import load_pretrained, resolve_model_dir
+    from echoasr.runtime import DEFAULT_BATCH_FRAMES, torch_threads
+    from echoasr.scoring import score
 
     if str(lm) == DEFAULT_LM:  # saved by name, so that the settings hold on any machine (and in an export)
         from echoasr.lm.arpa import default_lm
