@@ -2,7 +2,8 @@
 
 Every utterance of the test set is scored: one longer than the model takes is cut at silences
 into chunks (as ``transcribe`` does) whose texts are joined, and one whose audio cannot be read
-counts as all-deleted (listed in ``failed`` with the reason). Reference recognisers
+counts as all-deleted (listed in ``failed`` with the reason). A truncated file (less audio than
+its header declares) is scored on what it holds and listed in ``truncated``. Reference recognisers
 (:mod:`echoasr.references`) score the same utterances.
 
 References and hypotheses are both passed through :func:`echoasr.text.normalize` before scoring
@@ -121,7 +122,7 @@ def evaluate(
     name = Path(data).stem if split is None else f"{Path(data).name}-{split}"
     target = Path(out) if out else (_results_dir(model_dir) / "eval" / f"{name}.tsv" if model_dir else None)
     result: dict[str, Any] = {"data": str(data) if split is None else f"{data} ({split})",
-                              "utterances": len(utterances)}
+                              "utterances": len(utterances), "truncated": truncated_files(utterances)}
     if model_path is not None:
         with torch_threads(threads):
             hypotheses, facts = _decode_test_set(model_path, utterances, beams, ctc_weight, ctc_greedy, batch_frames,
@@ -139,6 +140,25 @@ def evaluate(
                 write_hypotheses(path, utterances, texts, reference["failed"])
             result["references"][recogniser] = {**reference, "hypotheses": None if path is None else str(path)}
     return result
+
+
+def truncated_files(utterances) -> list[dict[str, Any]]:
+    """{id, path, frames_read, frames_declared} for every utterance whose file holds less audio
+    than its header declares (:func:`echoasr.audio.find_truncation`; features may come from the
+    cache, so the loader's own warning cannot be counted on)."""
+    from echoasr.audio import find_truncation
+
+    found = []
+    for utterance in utterances:
+        truncation = find_truncation(utterance.path) if utterance.audio is None and utterance.path else None
+        if truncation is not None:
+            found.append({"id": utterance.id, "path": str(utterance.path), "frames_read": truncation.frames_read,
+                          "frames_declared": truncation.frames_declared})
+    if found:
+        log.warning("%d of %d files are truncated and scored on the audio they hold: %s", len(found),
+                    len(utterances), ", ".join(f"{entry['path']} ({entry['frames_read']} of {entry['frames_declared']} "
+                                               "frames)" for entry in found[:5]) + (", ..." if len(found) > 5 else ""))
+    return found
 
 
 def _results_dir(model_dir: Path) -> Path:
@@ -271,6 +291,7 @@ def format_result(result: dict[str, Any]) -> str:
     if "wer" in result:
         notes = [f"{result['chunked']} chunked"] * bool(result["chunked"])
         notes += [f"{len(result['failed'])} failed (scored as all-deleted)"] * bool(result["failed"])
+        notes += [f"{len(result['truncated'])} truncated (scored on what they hold)"] * bool(result.get("truncated"))
         lines += [
             f"{result['data']}: {result['utterances']} utterances, {result['audio_seconds'] / 60:.1f} min of audio"
             + (f" ({', '.join(notes)})" if notes else ""),
@@ -281,7 +302,8 @@ def format_result(result: dict[str, Any]) -> str:
             f"hypotheses: {result['hypotheses']}",
         ]
     else:
-        lines.append(f"{result['data']}: {result['utterances']} utterances")
+        truncated = f" ({len(result['truncated'])} truncated)" if result.get("truncated") else ""
+        lines.append(f"{result['data']}: {result['utterances']} utterances{truncated}")
     for name, reference in result.get("references", {}).items():
         failed = f", {len(reference['failed'])} failed" if reference["failed"] else ""
         lines.append(f"{name}: WER {100 * reference['wer']:.2f}%  CER {100 * reference['cer']:.2f}%  "
