@@ -79,12 +79,34 @@ def write_lm_config(model_dir: str | os.PathLike, settings: dict[str, Any]) -> P
     return path
 
 
+def lm_reference(lm: str | os.PathLike, model_dir: str | os.PathLike) -> str:
+    """How ``lm.json`` names an LM, so that the model folder still works once copied elsewhere:
+    :data:`DEFAULT_LM` for the general English model (whichever user's cache holds it), else its
+    path relative to the model folder (``lm.arpa`` for one inside it)."""
+    from echoasr.lm.arpa import DEFAULT_NAME, default_lm_cache
+
+    if str(lm) == DEFAULT_LM:
+        return DEFAULT_LM
+    path = Path(lm).resolve()
+    if path.name == DEFAULT_NAME or path == default_lm_cache().resolve():
+        return DEFAULT_LM
+    try:
+        return Path(os.path.relpath(path, Path(model_dir).resolve())).as_posix()
+    except ValueError:  # another drive (Windows): no relative path exists
+        return str(path)
+
+
 def saved_lm_path(settings: dict[str, Any], model_dir: str | os.PathLike) -> str | None:
-    """The LM an ``lm.json`` names: :data:`DEFAULT_LM`, or a path (a relative one is beside the
-    model, as in an exported folder)."""
+    """The LM an ``lm.json`` names: :data:`DEFAULT_LM`, or a path relative to the model folder.
+    Older folders recorded an absolute path: the general English model's (in some user's cache)
+    is read as :data:`DEFAULT_LM`, any other as written."""
+    from echoasr.lm.arpa import DEFAULT_NAME
+
     lm = settings.get("lm")
     if not lm or lm == DEFAULT_LM:
         return lm or None
+    if Path(lm).is_absolute() and Path(lm).name == DEFAULT_NAME:
+        return DEFAULT_LM
     return str(Path(model_dir) / lm)
 
 
@@ -114,6 +136,9 @@ def resolve_options(model_path: str | os.PathLike, lm: str | None, **options: An
         lm = str(default_lm())
     if lm is not None:
         if not Path(lm).is_file():
+            if lm == saved_lm:
+                raise EchoError(f"the language model that {model_dir / LM_CONFIG} names is missing; give --lm FILE "
+                                "or --lm none", lm)
             raise EchoError("no such language model file", lm)
         chosen.lm = str(lm)
         if saved_lm == DEFAULT_LM:
