@@ -132,6 +132,8 @@ def find_truncation(path: str | os.PathLike) -> Truncation | None:
     """How much of ``path`` is missing, if its header declares more audio than it holds; None for
     a whole file or one that cannot be read (:func:`load_audio` says why). A WAV is judged by its
     header alone; a compressed file is decoded to count its frames."""
+    import soundfile
+
     path = Path(path)
     if path.suffix.lower() in PCM_SUFFIXES:
         return None  # headerless: nothing is declared
@@ -146,7 +148,7 @@ def find_truncation(path: str | os.PathLike) -> Truncation | None:
             return Truncation(sound.frames, wav_declared)  # libsndfile counts only the readable frames
         try:
             frames = sum(len(block) for block in _CountedBlocks(sound))
-        except Exception:  # a decoding error is load_audio's to report
+        except (soundfile.LibsndfileError, RuntimeError):  # a decoding error is load_audio's to report
             return None
     return _truncation(frames, sound.frames, None)
 
