@@ -210,3 +210,76 @@ def test_lm_decoding_spells_lexicon_words_with_times(babbler, monkeypatch, tmp_p
     # geometric mean of about 0.48 (c), 0.5 (a) and 1 (t)
     assert result.words[0].confidence == pytest.approx(1.0, abs=1e-3)
     assert result.words[1].confidence == pytest.approx((0.475 * 0.5) ** (1 / 3), abs=0.01)
+
+
+def text_in_every_format(transcript, duration=3.0):
+    """The words each format shows, by format."""
+    def subtitle_text(rendered):
+        return " ".join(line for line in rendered.splitlines()[1:] if line and "-->" not in line and not line.isdigit())
+
+    return {
+        "text": render("text", "a.wav", transcript).rstrip("\n").split("\t", 1)[1],
+        "json": json.loads(render("json", "a.wav", transcript, duration))["text"],
+        "srt": subtitle_text("\n" + render("srt", "a.wav", transcript, duration)),
+        "vtt": subtitle_text(render("vtt", "a.wav", transcript, duration).removeprefix("WEBVTT\n")),
+    }
+
+
+LESS_LM = """\\data\\
+ngram 1=6
+ngram 2=1
+
+\\1-grams:
+-1.0\t<s>\t-0.3
+-0.6\t</s>
+-2.0\t<unk>
+-0.7\tless\t-0.2
+-0.9\tlives\t-0.2
+-1.0\tin\t-0.2
+
+\\2-grams:
+-0.1\t<s> less
+
+\\end\\
+"""
+
+
+@pytest.mark.parametrize("heard", ["l.e.ss. .l.i.v.e.s. .i.n", "l.e.s.s. .l.i.v.e.s. .i.n"])
+@pytest.mark.parametrize("search", ["lm", "joint"])
+def test_one_transcription_gives_one_text_in_every_format(babbler, monkeypatch, tmp_path, heard, search):
+    """The CTC head hears "less lives in", the doubled s of "less" on adjacent frames or apart.
+    flashlight's lexicon search writes "less" either way; the subtitles once said "les" (its path
+    collapsed), the JSON "less"."""
+    model, processor = babbler
+    tokenizer = processor.tokenizer
+    space = tokenizer.characters.index(" ") + 4
+
+    def spoken(encoder):
+        log_probs = torch.full((1, encoder.hidden.shape[1], tokenizer.vocab_size), -20.0)
+        log_probs[:, :, PAD_ID] = 0.0
+        for frame, char in enumerate(heard):
+            if char != ".":
+                log_probs[0, frame + 2, PAD_ID] = -20.0
+                log_probs[0, frame + 2, space if char == " " else tokenizer.encode(char)[0]] = 0.0
+        return torch.log_softmax(log_probs, -1)
+
+    monkeypatch.setattr(model, "ctc_log_probs", spoken)
+    if search == "lm":
+        pytest.importorskip("flashlight.lib.text.decoder")
+        (tmp_path / "lm.arpa").write_text(LESS_LM)
+        result = decode(model, processor, sounds()["tone"], lm=str(tmp_path / "lm.arpa"), lm_weight=1.0,
+                        rescore_weight=0.0)
+        assert result.text == "less lives in"
+    else:  # the attention decoder babbles what it babbles: the formats must agree on it
+        result = decode(model, processor, sounds()["tone"], guard=False)
+        assert result.text and result.words
+    assert " ".join(w.word for w in result.words) == result.text
+    assert all(0 <= w.start <= w.end for w in result.words)
+    assert set(text_in_every_format(result).values()) == {result.text}
+
+
+def test_a_transcript_without_word_times_keeps_its_text_in_subtitles():
+    untimed = Transcript("no ctc head here", [], [("no ctc head here", None)])
+    assert set(text_in_every_format(untimed).values()) == {"no ctc head here"}
+    assert "00:00:00,000 --> 00:00:03,000" in render("srt", "a.wav", untimed, 3.0)
+    assert text_in_every_format(transcript())["srt"] == "hello world again"

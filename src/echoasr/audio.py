@@ -13,10 +13,13 @@ Rules for unusual input:
   caller says otherwise (``pcm_sample_rate``, ``pcm_channels``). Any bytes are valid PCM, so a
   non-audio file with these suffixes cannot be detected; a dangling partial sample frame at the end
   is dropped with a warning.
-* A truncated WAV (its header promises more data than the file holds, e.g. an interrupted copy or
-  recording) is decoded as far as it goes, with a logged warning: the readable part is real audio,
-  and streamed WAVs whose header size is a placeholder (0 or 0xFFFFFFFF) look the same to a strict
-  check. A file whose readable part is empty is an error like any zero-length file.
+* A truncated file (its header promises more audio than the file holds, e.g. an interrupted copy or
+  recording) is decoded as far as it goes, with a logged warning naming the file and the frames
+  read of those declared: the readable part is real audio, and streamed WAVs whose header size is
+  a placeholder (0 or 0xFFFFFFFF) look the same to a strict check. WAV and WAVE_FORMAT_EXTENSIBLE
+  files are checked against their data chunk's size, compressed ones (MP3, FLAC, Ogg) against the
+  frame count their header declares. A WAV whose readable part is empty is an error like any
+  zero-length file. :func:`find_truncation` tells without loading (``evaluate`` counts them).
 * NaN or infinite samples (possible in float WAV/FLAC) are an error: no feature is defined on them.
 * Float samples beyond [-1, 1] are clipped, with a warning; silence is fine.
 """
@@ -27,6 +30,7 @@ import logging
 import os
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +50,22 @@ PCM_CHANNELS = 1
 RESAMPLE_QUALITY = "HQ"
 _BLOCK_FRAMES = 1 << 18  # source frames decoded per block (~5 s at 48 kHz)
 _WAV_UNKNOWN_SIZES = (0, 0xFFFFFFFF)  # placeholders streaming writers put in the data size
+# A compressed file's declared length may be an estimate (no Xing/VBRI header): short by more than
+# this share, or this many frames, it is truncated.
+_TRUNCATION_SLACK_SHARE = 0.01
+_TRUNCATION_SLACK_FRAMES = 4608  # four MP3 frames
+
+
+@dataclass(frozen=True)
+class Truncation:
+    """A file holding less audio than its header declares (frames at the file's own rate)."""
+
+    frames_read: int
+    frames_declared: int
+
+    def describe(self) -> str:
+        share = 100 * self.frames_read / self.frames_declared if self.frames_declared else 0.0
+        return f"read {self.frames_read} of the {self.frames_declared} frames its header declares ({share:.1f}%)"
 
 
 def num_frames(num_samples: int) -> int:
@@ -91,27 +111,82 @@ def _file_size(path: Path) -> int:
 def _load_soundfile(path: Path, size: int) -> np.ndarray:
     import soundfile
 
+    sound = _open_soundfile(path)
+    with sound:
+        wav_declared = _wav_declared_frames(path, size)
+        if wav_declared is not None and sound.frames == 0:
+            raise EchoError(f"truncated WAV: header declares {wav_declared} frames, file holds none", path)
+        counted = _CountedBlocks(sound)
+        try:
+            audio = _convert(iter(counted), sound.samplerate, sound.frames, path)
+        except soundfile.LibsndfileError as error:
+            raise EchoError(f"could not decode audio ({_libsndfile_reason(error)})", path) from None
+    truncation = _truncation(counted.frames, sound.frames, wav_declared)
+    if truncation:
+        kind = "WAV" if wav_declared is not None else f"{sound.format} file"
+        log.warning("%s: truncated %s: %s; decoded what is there", path, kind, truncation.describe())
+    return audio
+
+
+def find_truncation(path: str | os.PathLike) -> Truncation | None:
+    """How much of ``path`` is missing, if its header declares more audio than it holds; None for
+    a whole file or one that cannot be read (:func:`load_audio` says why). A WAV is judged by its
+    header alone; a compressed file is decoded to count its frames."""
+    import soundfile
+
+    path = Path(path)
+    if path.suffix.lower() in PCM_SUFFIXES:
+        return None  # headerless: nothing is declared
     try:
-        sound = soundfile.SoundFile(path)
+        size = path.stat().st_size
+        sound = _open_soundfile(path)
+    except (OSError, EchoError):
+        return None
+    with sound:
+        wav_declared = _wav_declared_frames(path, size)
+        if wav_declared is not None:
+            return Truncation(sound.frames, wav_declared)  # libsndfile counts only the readable frames
+        try:
+            frames = sum(len(block) for block in _CountedBlocks(sound))
+        except (soundfile.LibsndfileError, RuntimeError):  # a decoding error is load_audio's to report
+            return None
+    return _truncation(frames, sound.frames, None)
+
+
+def _open_soundfile(path: Path):
+    import soundfile
+
+    try:
+        return soundfile.SoundFile(path)
     except soundfile.LibsndfileError as error:
         raise EchoError(f"not an audio file soundfile can read ({_libsndfile_reason(error)})", path) from None
     except PermissionError:
         raise EchoError("permission denied", path) from None
-    with sound:
-        truncation = _wav_truncation(path, size) if sound.format == "WAV" else None
-        if truncation:
-            declared, available = truncation
-            if sound.frames == 0:
-                raise EchoError(f"truncated WAV: header declares {declared} data bytes, file holds none", path)
-            log.warning(
-                "%s: truncated WAV: header declares %d data bytes, file holds %d; decoding the readable %.1f%%",
-                path, declared, available, 100 * available / declared,
-            )
-        blocks = sound.blocks(blocksize=_BLOCK_FRAMES, dtype="float32", always_2d=True)
-        try:
-            return _convert(blocks, sound.samplerate, sound.frames, path)
-        except soundfile.LibsndfileError as error:
-            raise EchoError(f"could not decode audio ({_libsndfile_reason(error)})", path) from None
+
+
+class _CountedBlocks:
+    """(frames, channels) float32 blocks until the decoder stops, counting the frames read.
+
+    Not ``SoundFile.blocks``: it trusts the declared length and, when the data ends sooner, yields
+    its previous buffer again (a truncated MP3 came back full length, its end a repeated block)."""
+
+    def __init__(self, sound):
+        self.sound, self.frames = sound, 0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        while True:
+            block = self.sound.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
+            if not len(block):
+                return
+            self.frames += len(block)
+            yield block
+
+
+def _truncation(frames_read: int, frames_declared: int, wav_declared: int | None) -> Truncation | None:
+    if wav_declared is not None:
+        return Truncation(frames_read, wav_declared)
+    slack = max(_TRUNCATION_SLACK_FRAMES, int(_TRUNCATION_SLACK_SHARE * frames_declared))
+    return Truncation(frames_read, frames_declared) if frames_read < frames_declared - slack else None
 
 
 def _libsndfile_reason(error: Exception) -> str:
@@ -172,8 +247,10 @@ def _pcm_blocks(path: Path, channels: int, frames: int) -> Iterator[np.ndarray]:
         yield samples[start : start + _BLOCK_FRAMES] * scale
 
 
-def _wav_truncation(path: Path, size: int) -> tuple[int, int] | None:
-    """(declared, available) data bytes when a RIFF/WAVE data chunk claims more than the file holds."""
+def _wav_declared_frames(path: Path, size: int) -> int | None:
+    """The frames a RIFF/WAVE file's data chunk declares when it claims more bytes than the file
+    holds (any WAVE format tag, WAVE_FORMAT_EXTENSIBLE included); None otherwise."""
+    block_align = None
     try:
         with open(path, "rb") as file:
             riff, _, wave = struct.unpack("<4sI4s", file.read(12))
@@ -181,11 +258,15 @@ def _wav_truncation(path: Path, size: int) -> tuple[int, int] | None:
                 return None
             while len(header := file.read(8)) == 8:
                 chunk_id, chunk_size = struct.unpack("<4sI", header)
+                if chunk_id == b"fmt " and chunk_size >= 14:
+                    block_align = struct.unpack("<12xH", file.read(14))[0]
+                    file.seek(chunk_size - 14 + (chunk_size & 1), os.SEEK_CUR)
+                    continue
                 if chunk_id == b"data":
                     available = size - file.tell()
-                    if chunk_size not in _WAV_UNKNOWN_SIZES and chunk_size > available:
-                        return chunk_size, available
-                    return None
+                    if chunk_size in _WAV_UNKNOWN_SIZES or chunk_size <= available:
+                        return None
+                    return chunk_size // block_align if block_align else chunk_size
                 file.seek(chunk_size + (chunk_size & 1), os.SEEK_CUR)
     except (OSError, struct.error):
         pass

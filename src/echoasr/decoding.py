@@ -14,9 +14,10 @@ never sees the LM.
   LM (:mod:`echoasr.lm.decoding`) gives an n-best list; each hypothesis is then scored by the
   attention decoder teacher-forced (WeNet's attention rescoring) and ranked by
   ``search score + rescore_weight * log p_att``.
-* **Times**: a word's start is its first token's CTC frame, its end one frame after its last
-  token's (frames of ``10 ms x subsampling``); hypotheses of the attention decoder are aligned
-  to the CTC log-probabilities (Viterbi) first. Confidence: geometric mean of the CTC posteriors
+* **Times**: the chosen text's words, spelt in the model's tokens, are aligned to the CTC
+  log-probabilities (Viterbi), whichever search chose the text, so the timed words (subtitles)
+  and the text (plain, JSON) never differ; a word's start is its first token's frame, its end one
+  frame after its last token's (frames of ``10 ms x subsampling``). Confidence: geometric mean of the CTC posteriors
   of the word's tokens at their frames.
 """
 
@@ -33,7 +34,7 @@ from typing import Any
 
 from echoasr import atomic
 from echoasr.errors import EchoError
-from echoasr.lm.decoding import Hypothesis, LMOptions, Word, ctc_align, word_timings
+from echoasr.lm.decoding import LMOptions, Word, align_words
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +79,34 @@ def write_lm_config(model_dir: str | os.PathLike, settings: dict[str, Any]) -> P
     return path
 
 
+def lm_reference(lm: str | os.PathLike, model_dir: str | os.PathLike) -> str:
+    """How ``lm.json`` names an LM, so that the model folder still works once copied elsewhere:
+    :data:`DEFAULT_LM` for the general English model (whichever user's cache holds it), else its
+    path relative to the model folder (``lm.arpa`` for one inside it)."""
+    from echoasr.lm.arpa import DEFAULT_NAME, default_lm_cache
+
+    if str(lm) == DEFAULT_LM:
+        return DEFAULT_LM
+    path = Path(lm).resolve()
+    if path.name == DEFAULT_NAME or path == default_lm_cache().resolve():
+        return DEFAULT_LM
+    try:
+        return Path(os.path.relpath(path, Path(model_dir).resolve())).as_posix()
+    except ValueError:  # another drive (Windows): no relative path exists
+        return str(path)
+
+
 def saved_lm_path(settings: dict[str, Any], model_dir: str | os.PathLike) -> str | None:
-    """The LM an ``lm.json`` names: :data:`DEFAULT_LM`, or a path (a relative one is beside the
-    model, as in an exported folder)."""
+    """The LM an ``lm.json`` names: :data:`DEFAULT_LM`, or a path relative to the model folder.
+    Older folders recorded an absolute path: the general English model's (in some user's cache)
+    is read as :data:`DEFAULT_LM`, any other as written."""
+    from echoasr.lm.arpa import DEFAULT_NAME
+
     lm = settings.get("lm")
     if not lm or lm == DEFAULT_LM:
         return lm or None
+    if Path(lm).is_absolute() and Path(lm).name == DEFAULT_NAME:
+        return DEFAULT_LM
     return str(Path(model_dir) / lm)
 
 
@@ -113,6 +136,9 @@ def resolve_options(model_path: str | os.PathLike, lm: str | None, **options: An
         lm = str(default_lm())
     if lm is not None:
         if not Path(lm).is_file():
+            if lm == saved_lm:
+                raise EchoError(f"the language model that {model_dir / LM_CONFIG} names is missing; give --lm FILE "
+                                "or --lm none", lm)
             raise EchoError("no such language model file", lm)
         chosen.lm = str(lm)
         if saved_lm == DEFAULT_LM:
@@ -212,14 +238,14 @@ class SpeechDecoder:
 
     def _transcript(self, ids: list[int], log_probs) -> Transcript:
         """Text of token ids, with word times aligned to the CTC log-probabilities (when there are any)."""
-        tokenizer = self.processor.tokenizer
-        text = self.processor.decode(ids)
-        transcript = Transcript(text, nbest=[(text, None)])  # the joint search reports no scores
-        if log_probs is not None and text:
-            tokens = [t for t in ids if 3 < t < tokenizer.vocab_size]
-            aligned = Hypothesis(text, tokens, ctc_align(log_probs, tokens), 0.0)
-            transcript.words = word_timings(aligned, log_probs, tokenizer, self.frame_seconds)
-        return transcript
+        text = " ".join(self.processor.decode(ids).split())
+        return self._timed(text, log_probs, nbest=[(text, None)])  # the joint search reports no scores
+
+    def _timed(self, text: str, log_probs, nbest: list[tuple[str, float | None]]) -> Transcript:
+        """One text for every output format: the timed words are the text's words, aligned."""
+        words = [] if log_probs is None or not text else align_words(text, log_probs, self.processor.tokenizer,
+                                                                      self.frame_seconds)
+        return Transcript(text, words, nbest)
 
     def _decode_with_lm(self, encoder, row: int, log_probs) -> Transcript:
         from echoasr.model.rescoring import sequence_log_probs
@@ -233,9 +259,8 @@ class SpeechDecoder:
                 hypothesis.attention_score = score
                 hypothesis.score += self.options.rescore_weight * score
             hypotheses.sort(key=lambda h: -h.score)
-        best = hypotheses[0]
-        return Transcript(best.text, word_timings(best, log_probs, tokenizer, self.frame_seconds),
-                          [(h.text, round(h.score, 4)) for h in hypotheses])
+        return self._timed(" ".join(hypotheses[0].text.split()), log_probs,
+                           [(h.text, round(h.score, 4)) for h in hypotheses])
 
 
 def decode_transcripts(model, processor, dataset, options: DecodingOptions, *, batch_frames: int,

@@ -2,7 +2,8 @@
 
 Every utterance of the test set is scored: one longer than the model takes is cut at silences
 into chunks (as ``transcribe`` does) whose texts are joined, and one whose audio cannot be read
-counts as all-deleted (listed in ``failed`` with the reason). Reference recognisers
+counts as all-deleted (listed in ``failed`` with the reason). A truncated file (less audio than
+its header declares) is scored on what it holds and listed in ``truncated``. Reference recognisers
 (:mod:`echoasr.references`) score the same utterances.
 
 References and hypotheses are both passed through :func:`echoasr.text.normalize` before scoring
@@ -16,82 +17,22 @@ divided by the audio's duration (model loading excluded); ``rtf_decode`` counts 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from echoasr import atomic
 from echoasr.audio import FRAME_PERIOD
 from echoasr.errors import EchoError
+# Below evaluation, references and transcribe alike (still importable from here).
+from echoasr.runtime import DEFAULT_BATCH_FRAMES, check_precision, torch_threads
+from echoasr.scoring import score
 from echoasr.text import normalize
 
 log = logging.getLogger(__name__)
-
-DEFAULT_BATCH_FRAMES = 40000
-
-
-@contextlib.contextmanager
-def torch_threads(count: int | None) -> Iterator[None]:
-    """Run a block with ``count`` torch threads (None: unchanged), then restore the previous count."""
-    import torch
-
-    previous = torch.get_num_threads()
-    if count:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def check_precision(bf16: bool, int8: bool) -> None:
-    if bf16 and int8:
-        raise EchoError("--int8 and --bf16 exclude each other (the int8 layers take float32)")
-
-
-def score(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, Any]:
-    """Corpus-level WER and CER (fractions) with word-level substitutions, deletions, insertions.
-
-    A pair with an empty reference adds its hypothesis' words (characters) as insertions: jiwer
-    refuses empty references, so that part is counted here. With no reference words at all, any
-    insertion makes the rate infinite.
-    """
-    import jiwer
-
-    if len(references) != len(hypotheses):
-        raise ValueError("references and hypotheses differ in number")
-    pairs = [(normalize(r), normalize(h)) for r, h in zip(references, hypotheses, strict=True)]
-    scored = [(r, h) for r, h in pairs if r]
-    unanchored = [h for r, h in pairs if not r and h]  # hypotheses of empty references
-    substitutions = deletions = hits = char_hits = char_substitutions = char_deletions = 0
-    insertions = sum(len(h.split()) for h in unanchored)
-    char_errors = sum(len(h) for h in unanchored)
-    if scored:
-        words = jiwer.process_words([r for r, _ in scored], [h for _, h in scored])
-        chars = jiwer.process_characters([r for r, _ in scored], [h for _, h in scored])
-        substitutions, deletions, hits = words.substitutions, words.deletions, words.hits
-        insertions += words.insertions
-        char_hits, char_substitutions, char_deletions = chars.hits, chars.substitutions, chars.deletions
-        char_errors += chars.substitutions + chars.deletions + chars.insertions
-    reference_words = hits + substitutions + deletions
-    reference_characters = char_hits + char_substitutions + char_deletions
-    return {
-        "wer": _rate(substitutions + deletions + insertions, reference_words),
-        "cer": _rate(char_errors, reference_characters),
-        "substitutions": int(substitutions), "deletions": int(deletions), "insertions": int(insertions),
-        "words": int(reference_words), "characters": int(reference_characters),
-    }
-
-
-def _rate(errors: int, total: int) -> float:
-    if total:
-        return errors / total
-    return float("inf") if errors else 0.0
-
 
 def decode_dataset(model, processor, dataset, *, beams: int = 1, ctc_weight: float | None = None,
                    ctc_greedy: bool = False, batch_frames: int = DEFAULT_BATCH_FRAMES, bf16: bool = False,
@@ -181,7 +122,7 @@ def evaluate(
     name = Path(data).stem if split is None else f"{Path(data).name}-{split}"
     target = Path(out) if out else (_results_dir(model_dir) / "eval" / f"{name}.tsv" if model_dir else None)
     result: dict[str, Any] = {"data": str(data) if split is None else f"{data} ({split})",
-                              "utterances": len(utterances)}
+                              "utterances": len(utterances), "truncated": truncated_files(utterances)}
     if model_path is not None:
         with torch_threads(threads):
             hypotheses, facts = _decode_test_set(model_path, utterances, beams, ctc_weight, ctc_greedy, batch_frames,
@@ -199,6 +140,25 @@ def evaluate(
                 write_hypotheses(path, utterances, texts, reference["failed"])
             result["references"][recogniser] = {**reference, "hypotheses": None if path is None else str(path)}
     return result
+
+
+def truncated_files(utterances) -> list[dict[str, Any]]:
+    """{id, path, frames_read, frames_declared} for every utterance whose file holds less audio
+    than its header declares (:func:`echoasr.audio.find_truncation`; features may come from the
+    cache, so the loader's own warning cannot be counted on)."""
+    from echoasr.audio import find_truncation
+
+    found = []
+    for utterance in utterances:
+        truncation = find_truncation(utterance.path) if utterance.audio is None and utterance.path else None
+        if truncation is not None:
+            found.append({"id": utterance.id, "path": str(utterance.path), "frames_read": truncation.frames_read,
+                          "frames_declared": truncation.frames_declared})
+    if found:
+        log.warning("%d of %d files are truncated and scored on the audio they hold: %s", len(found),
+                    len(utterances), ", ".join(f"{entry['path']} ({entry['frames_read']} of {entry['frames_declared']} "
+                                               "frames)" for entry in found[:5]) + (", ..." if len(found) > 5 else ""))
+    return found
 
 
 def _results_dir(model_dir: Path) -> Path:
@@ -331,6 +291,7 @@ def format_result(result: dict[str, Any]) -> str:
     if "wer" in result:
         notes = [f"{result['chunked']} chunked"] * bool(result["chunked"])
         notes += [f"{len(result['failed'])} failed (scored as all-deleted)"] * bool(result["failed"])
+        notes += [f"{len(result['truncated'])} truncated (scored on what they hold)"] * bool(result.get("truncated"))
         lines += [
             f"{result['data']}: {result['utterances']} utterances, {result['audio_seconds'] / 60:.1f} min of audio"
             + (f" ({', '.join(notes)})" if notes else ""),
@@ -341,7 +302,8 @@ def format_result(result: dict[str, Any]) -> str:
             f"hypotheses: {result['hypotheses']}",
         ]
     else:
-        lines.append(f"{result['data']}: {result['utterances']} utterances")
+        truncated = f" ({len(result['truncated'])} truncated)" if result.get("truncated") else ""
+        lines.append(f"{result['data']}: {result['utterances']} utterances{truncated}")
     for name, reference in result.get("references", {}).items():
         failed = f", {len(reference['failed'])} failed" if reference["failed"] else ""
         lines.append(f"{name}: WER {100 * reference['wer']:.2f}%  CER {100 * reference['cer']:.2f}%  "

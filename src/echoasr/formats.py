@@ -1,9 +1,11 @@
 """Transcripts as users read them: plain text, JSON (words with times and confidences, n-best) and
 subtitles (SubRip ``.srt``, WebVTT ``.vtt``).
 
-Subtitle cues group consecutive words: a new cue starts when the text would pass
-``CUE_CHARACTERS`` characters, the cue would last more than ``CUE_SECONDS``, or the speaker paused
-longer than ``CUE_PAUSE`` seconds.
+Every format carries one text: the transcript's (the decoder times the text's own words, see
+:mod:`echoasr.decoding`). Subtitle cues group consecutive words: a new cue starts when the text
+would pass ``CUE_CHARACTERS`` characters, the cue would last more than ``CUE_SECONDS``, or the
+speaker paused longer than ``CUE_PAUSE`` seconds. A transcript without word times (a model
+without a CTC head) is one cue over the whole file.
 """
 
 from __future__ import annotations
@@ -44,14 +46,22 @@ def cues(words: Sequence[Word]) -> list[tuple[float, float, str]]:
     return [(g[0].start, g[-1].end, " ".join(w.word for w in g)) for g in groups]
 
 
-def to_srt(transcript: Transcript) -> str:
+def subtitle_cues(transcript: Transcript, duration: float | None = None) -> list[tuple[float, float, str]]:
+    """Cues of the timed words; without word times, the text as one cue from 0 to ``duration``."""
+    if transcript.words:
+        return cues(transcript.words)
+    return [(0.0, duration or 0.0, transcript.text)] if transcript.text else []
+
+
+def to_srt(transcript: Transcript, duration: float | None = None) -> str:
     blocks = [f"{i}\n{timestamp(s, ',')} --> {timestamp(e, ',')}\n{text}\n"
-              for i, (s, e, text) in enumerate(cues(transcript.words), start=1)]
+              for i, (s, e, text) in enumerate(subtitle_cues(transcript, duration), start=1)]
     return "\n".join(blocks)
 
 
-def to_vtt(transcript: Transcript) -> str:
-    blocks = [f"{timestamp(s, '.')} --> {timestamp(e, '.')}\n{text}\n" for s, e, text in cues(transcript.words)]
+def to_vtt(transcript: Transcript, duration: float | None = None) -> str:
+    blocks = [f"{timestamp(s, '.')} --> {timestamp(e, '.')}\n{text}\n"
+              for s, e, text in subtitle_cues(transcript, duration)]
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
@@ -74,7 +84,7 @@ def render(fmt: str, path: str, transcript: Transcript, duration: float | None =
     if fmt == "json":
         return to_json(path, transcript, duration) + "\n"
     if fmt == "srt":
-        return to_srt(transcript)
+        return to_srt(transcript, duration)
     if fmt == "vtt":
-        return to_vtt(transcript)
+        return to_vtt(transcript, duration)
     raise ValueError(f"unknown format {fmt!r}")

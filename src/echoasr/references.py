@@ -2,7 +2,7 @@
 
 Every recogniser is a name in :data:`RECOGNISERS` and runs through :func:`score_reference`, so
 all are scored alike: the same utterances as the model (an utterance whose audio cannot be read
-counts as all-deleted and is listed in ``failed``), the same :func:`echoasr.evaluation.score`,
+counts as all-deleted and is listed in ``failed``), the same :func:`echoasr.scoring.score`,
 and a real-time factor from the time spent on each utterance (reading + recognising) over the
 audio's duration. Both engines take long audio whole (pocketsphinx streams, Whisper windows it
 in 30 s pieces), so nothing is chunked here.
@@ -157,7 +157,7 @@ def score_reference(name: str, utterances, *, threads: int | None = None, progre
     ``utterances``, ``failed`` ({id, reason}), ``rtf``, and the hypotheses (``texts``) in order."""
     from tqdm import tqdm
 
-    from echoasr.evaluation import score
+    from echoasr.scoring import score
 
     recogniser = RECOGNISERS[name]
     _require(recogniser)

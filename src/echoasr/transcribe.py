@@ -89,8 +89,8 @@ def transcribe_detailed(
     (:func:`echoasr.pretrained.default_model`). ``lm``: see :func:`echoasr.decoding.resolve_options`;
     ``int8``: dynamically quantised Linear layers on the CPU (not with ``bf16``); ``guard``: the
     hallucination guard."""
-    from echoasr.evaluation import check_precision, torch_threads
     from echoasr.pretrained import resolve_model
+    from echoasr.runtime import check_precision, torch_threads
 
     check_precision(bf16, int8)
     model_path = resolve_model(model_path)
@@ -104,9 +104,9 @@ def _transcribe(model_path, paths, beams, chunk_seconds, batch_frames, bf16, pro
     from echoasr.audio import load_audio
     from echoasr.data.featurize import SpeechDataset
     from echoasr.decoding import Transcript, decode_transcripts, resolve_options
-    from echoasr.evaluation import DEFAULT_BATCH_FRAMES
     from echoasr.lm.decoding import Word
     from echoasr.processor import load_pretrained
+    from echoasr.runtime import DEFAULT_BATCH_FRAMES
 
     audios = [load_audio(path) for path in paths]  # a bad file fails before any work
     model, processor = load_pretrained(model_path, int8=int8)

@@ -32,19 +32,23 @@ def tune(model_path: str | os.PathLike, data: str | os.PathLike, lm: str | os.Pa
     settings, their WER and the grid, and saves them unless ``save`` is off."""
     from echoasr.data import load_dataset_any
     from echoasr.data.featurize import SpeechDataset, extract_features
-    from echoasr.decoding import DEFAULT_LM, DecodingOptions, SpeechDecoder, decode_transcripts, write_lm_config
-    from echoasr.evaluation import DEFAULT_BATCH_FRAMES, score, torch_threads
+    from echoasr.decoding import (DEFAULT_LM, DecodingOptions, SpeechDecoder, decode_transcripts, lm_reference,
+                                  write_lm_config)
     from echoasr.processor import load_pretrained, resolve_model_dir
+    from echoasr.runtime import DEFAULT_BATCH_FRAMES, torch_threads
+    from echoasr.scoring import score
 
-    if str(lm) == DEFAULT_LM:  # saved by name, so that the settings hold on any machine (and in an export)
+    # Saved by name (the general English LM) or relative to the model folder, so that the settings
+    # hold once the folder is copied to another machine (and in an export).
+    saved_lm = lm_reference(lm, resolve_model_dir(model_path))
+    if str(lm) == DEFAULT_LM:
         from echoasr.lm.arpa import default_lm
 
-        saved_lm, lm = DEFAULT_LM, default_lm()
+        lm = default_lm()
     else:
         lm = Path(lm)
         if not lm.is_file():
             raise EchoError("no such language model file", lm)
-        saved_lm = str(lm.resolve())
     with torch_threads(threads):
         model, processor = load_pretrained(model_path)
         utterances = load_dataset_any(data, split=split, max_duration=processor.max_duration)

@@ -100,6 +100,55 @@ def test_truncated_wav_decodes_the_readable_part_with_a_warning(tmp_path, wav_by
     assert "truncated WAV" in caplog.text
 
 
+def cut_to_a_third(path):
+    data = path.read_bytes()
+    cut = path.with_name(f"cut-{path.name}")
+    cut.write_bytes(data[: len(data) // 3])
+    return cut
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "FLOAT"])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_a_wav_cut_to_a_third_is_named_with_the_frames_read(tmp_path, caplog, subtype, channels):
+    """24-bit and float files come out as WAVE_FORMAT_EXTENSIBLE from many writers (sox, recorders):
+    libsndfile calls them WAVEX, not WAV, and they once passed unnoticed."""
+    signal = np.stack([tone(3.0, 16000)] * channels, axis=1)
+    sf.write(tmp_path / "whole.wav", signal, 16000, subtype=subtype, format="WAV")
+    cut = cut_to_a_third(tmp_path / "whole.wav")
+    if subtype == "PCM_24":  # the extensible header sox writes
+        with sf.SoundFile(tmp_path / "wavex.wav", "w", 16000, channels, subtype=subtype, format="WAVEX") as file:
+            file.write(signal)
+        cut = cut_to_a_third(tmp_path / "wavex.wav")
+        assert sf.info(cut).format == "WAVEX"
+    with caplog.at_level(logging.WARNING):
+        audio = load_audio(cut)
+    truncation = audio_module.find_truncation(cut)
+    assert truncation.frames_declared == 48000 and abs(truncation.frames_read - 16000) < 50
+    assert len(audio) == truncation.frames_read
+    assert f"{cut}: truncated WAV: read {truncation.frames_read} of the 48000 frames" in caplog.text
+    assert audio_module.find_truncation(tmp_path / "whole.wav") is None
+
+
+def test_a_truncated_mp3_is_named_and_not_padded_with_repeats(tmp_path, caplog):
+    import shutil
+    import subprocess
+
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg missing: no MP3 to cut")
+    sf.write(tmp_path / "whole.wav", tone(3.0, 16000), 16000, subtype="PCM_16")
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(tmp_path / "whole.wav"), "-c:a", "libmp3lame",
+                    "-b:a", "64k", str(tmp_path / "whole.mp3")], check=True)
+    whole = load_audio(tmp_path / "whole.mp3")
+    cut = cut_to_a_third(tmp_path / "whole.mp3")
+    with caplog.at_level(logging.WARNING):
+        audio = load_audio(cut)
+    truncation = audio_module.find_truncation(cut)
+    assert truncation is not None and truncation.frames_declared == len(whole) == 48000
+    assert len(audio) == truncation.frames_read < 0.4 * len(whole)  # not the declared length, refilled
+    assert f"{cut}: truncated MP3 file: read {truncation.frames_read} of the 48000 frames" in caplog.text
+    assert audio_module.find_truncation(tmp_path / "whole.mp3") is None
+
+
 def test_streamed_wav_with_placeholder_size_is_not_called_truncated(tmp_path, wav_bytes_16k, caplog):
     data = bytearray(wav_bytes_16k)
     data[4:8] = data[40:44] = b"\xff\xff\xff\xff"  # what a writer that cannot seek leaves

@@ -130,6 +130,32 @@ def test_same_seed_gives_the_same_bytes_and_resumes(built, tmp_path):
     assert all((again / p).read_bytes() == (root / p).read_bytes() for p in removed)
 
 
+def test_same_bytes_with_other_workers_under_load_and_thread_counts(built, tmp_path):
+    """One worker, the cores kept busy by another process, and the numeric libraries' thread
+    counts changed (pyroomacoustics defaults to one thread per core): every byte as with two workers."""
+    import subprocess
+    import sys
+
+    import pyroomacoustics as pra
+
+    root, summary = built
+    again = tmp_path / "loaded"
+    previous = pra.constants.get("num_threads")
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        pra.constants.set("num_threads", previous + 1)  # the workers fork from here and inherit it
+        assert build_corpus(again, N, seed=SEED, workers=1, progress=False, **OPTIONS) == summary
+    finally:
+        pra.constants.set("num_threads", previous)
+        busy.kill()
+        busy.wait()
+    files = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file() and p.name != "corpus.json")
+    assert sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file() and p.name != "corpus.json") == files
+    assert any(record.get("channel", {}).get("room") for record in map(json.loads, (root / "render.jsonl").open()))
+    differing = [str(p) for p in files if (again / p).read_bytes() != (root / p).read_bytes()]
+    assert not differing
+
+
 def test_folder_with_another_corpus_or_other_files_is_refused(built, tmp_path):
     root, _ = built
     with pytest.raises(EchoError, match="other settings"):

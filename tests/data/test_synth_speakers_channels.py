@@ -108,6 +108,25 @@ def test_band_limit_and_room(speech):
     assert np.mean(wet[tail] ** 2) / np.mean(wet**2) >= np.mean(speech[tail] ** 2) / np.mean(speech**2)
 
 
+@pytest.mark.parametrize("machine_threads", [2, 3, 8])
+def test_room_response_is_the_same_whatever_the_thread_count(machine_threads):
+    """pyroomacoustics adds one float32 buffer per thread: its thread count (by default the
+    machine's cores) must not reach the corpus's bytes."""
+    import pyroomacoustics as pra
+
+    room = channels.Room((5.2, 4.1, 2.9), 0.7, (1.1, 1.4, 1.6), (3.9, 2.7, 1.3), max_order=10)
+    previous = pra.constants.get("num_threads")
+    responses = []
+    try:
+        for threads in (1, machine_threads):
+            pra.constants.set("num_threads", threads)
+            responses.append(channels.room_impulse_response(room, RATE).tobytes())
+            assert pra.constants.get("num_threads") == threads  # the caller's setting is restored
+    finally:
+        pra.constants.set("num_threads", previous)
+    assert responses[0] == responses[1]
+
+
 def test_channel_draws_are_reproducible_and_in_range():
     pool = [f"babble-{i:03d}" for i in range(10)]
     draws = [channels.draw_channel(np.random.default_rng(7), pool) for _ in range(2)]

@@ -9,8 +9,8 @@ import pytest
 import soundfile as sf
 
 import echoasr.features as features_module
-from echoasr.features import FeatureSettings
-from echoasr.features.cache import FeatureCache, content_hash, extract_file
+from echoasr.features import FeatureSettings, extract_file
+from echoasr.features.cache import FeatureCache, content_hash
 
 
 @pytest.fixture

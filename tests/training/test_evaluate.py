@@ -105,6 +105,41 @@ def test_evaluate_scores_every_utterance(trained_run, tts_corpus, tmp_path, caps
     assert result["audio_seconds"] == pytest.approx(seconds, abs=0.05)
 
 
+def test_evaluate_counts_truncated_files(trained_run, tts_corpus, tmp_path, capsys, caplog):
+    """A WAV (and an MP3, with ffmpeg) cut to a third of its bytes is scored on what it holds and
+    counted in the summary and the JSON, naming the frames read."""
+    import logging
+    import subprocess
+
+    run, _ = trained_run
+    rows = []
+    for index in (7, 8):
+        shutil.copy(tts_corpus / "wav" / f"u{index}.wav", tmp_path)
+    data = (tmp_path / "u8.wav").read_bytes()
+    (tmp_path / "u8.wav").write_bytes(data[: len(data) // 3])
+    rows += [f"u7.wav\t{SENTENCES[7]}\n", f"u8.wav\t{SENTENCES[8]}\n"]
+    expected = ["u8"]
+    if shutil.which("ffmpeg") is not None:
+        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(tts_corpus / "wav" / "u9.wav"),
+                        "-c:a", "libmp3lame", "-b:a", "64k", str(tmp_path / "u9.mp3")], check=True)
+        mp3 = (tmp_path / "u9.mp3").read_bytes()
+        (tmp_path / "u9.mp3").write_bytes(mp3[: len(mp3) // 3])
+        rows.append(f"u9.mp3\t{SENTENCES[9]}\n")
+        expected.append("u9")
+    manifest = tmp_path / "test.tsv"
+    manifest.write_text("path\ttext\n" + "".join(rows))
+    with caplog.at_level(logging.WARNING):
+        assert main(["evaluate", "--model", str(run), "--data", str(manifest), "--beam", "2",
+                     "--out", str(tmp_path / "hyp.tsv"), "--json"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(printed[-1])
+    assert [entry["id"] for entry in result["truncated"]] == expected
+    assert all(0 < entry["frames_read"] < 0.4 * entry["frames_declared"] for entry in result["truncated"])
+    assert f"{len(expected)} truncated" in printed[0]
+    assert result["utterances"] == len(rows) and not result["failed"]
+    assert "u8.wav" in caplog.text and "truncated" in caplog.text
+
+
 def test_evaluate_loads_a_checkpoint_and_ctc_greedy(trained_run, tts_corpus, capsys):
     run, _ = trained_run
     assert main(["evaluate", "--model", str(run / "checkpoint-15"), "--data", str(tts_corpus), "--split", "dev",

@@ -15,18 +15,20 @@ name           shape                     meaning
 ``waveform``   (HOP_LENGTH, T)           centred 160-sample frames (waveform.py)
 =============  ========================  ===============================================
 
-``extract_file`` (cache.py) loads a file and caches the arrays on disk.
+``extract_file`` loads a file and caches the arrays on disk (cache.py).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 
-from echoasr.audio import HOP_LENGTH, SAMPLE_RATE, num_frames
+from echoasr.audio import HOP_LENGTH, PCM_CHANNELS, PCM_SAMPLE_RATE, PCM_SUFFIXES, SAMPLE_RATE, load_audio, num_frames
 from echoasr.errors import EchoError
-from echoasr.features.cache import FeatureCache, extract_file
+from echoasr.features.cache import FeatureCache, content_hash
 from echoasr.features.mel import N_MELS, log_mel_spectrogram
 from echoasr.features.phase import accumulated_phase
 from echoasr.features.pitch import track_pitch
@@ -108,3 +110,40 @@ def extract(
 
     assert all(array.shape[-1] == num_frames(len(audio)) for array in out.values())
     return {key: out[key] for key in output_keys(names)}
+
+
+def extract_file(
+    path: str | os.PathLike,
+    features: Iterable[str] | None = None,
+    settings: FeatureSettings | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    *,
+    pcm_sample_rate: int = PCM_SAMPLE_RATE,
+    pcm_channels: int = PCM_CHANNELS,
+    audio: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Load ``path`` and extract ``features`` (default: all), reusing ``cache_dir`` if given.
+
+    ``audio``: the file's samples, if the caller has already loaded them (saves a second read).
+    """
+    names = check_feature_names(DEFAULT_FEATURES if features is None else features)
+    settings = settings or FeatureSettings()
+
+    def compute(which: Iterable[str]) -> dict[str, np.ndarray]:
+        samples = audio if audio is not None else load_audio(path, pcm_sample_rate=pcm_sample_rate, pcm_channels=pcm_channels)
+        return extract(samples, which, settings)
+
+    if cache_dir is None:
+        return compute(names)
+    cache = FeatureCache(cache_dir)
+    digest = content_hash(path)
+    key = settings.cache_key()
+    if Path(path).suffix.lower() in PCM_SUFFIXES:
+        key += f"-pcm{pcm_sample_rate}x{pcm_channels}"
+    arrays = cache.load(digest, key, output_keys(names))
+    missing = [name for name in names if not all(k in arrays for k in output_keys([name]))]
+    if missing:
+        computed = compute(missing)
+        cache.store(digest, key, computed)
+        arrays.update(computed)
+    return {k: arrays[k] for k in output_keys(names)}

@@ -20,9 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from echoasr.atomic import atomic_write
-from echoasr.audio import PCM_CHANNELS, PCM_SAMPLE_RATE, PCM_SUFFIXES, load_audio
 from echoasr.errors import EchoError
-from echoasr.features.settings import FeatureSettings
 
 log = logging.getLogger(__name__)
 
@@ -68,42 +66,3 @@ class FeatureCache:
         for name, array in arrays.items():
             with atomic_write(folder / f"{name}.npy") as file:
                 np.save(file, array, allow_pickle=False)
-
-
-def extract_file(
-    path: str | os.PathLike,
-    features: Iterable[str] | None = None,
-    settings: FeatureSettings | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    *,
-    pcm_sample_rate: int = PCM_SAMPLE_RATE,
-    pcm_channels: int = PCM_CHANNELS,
-    audio: np.ndarray | None = None,
-) -> dict[str, np.ndarray]:
-    """Load ``path`` and extract ``features`` (default: all), reusing ``cache_dir`` if given.
-
-    ``audio``: the file's samples, if the caller has already loaded them (saves a second read).
-    """
-    from echoasr.features import DEFAULT_FEATURES, check_feature_names, extract, output_keys
-
-    names = check_feature_names(DEFAULT_FEATURES if features is None else features)
-    settings = settings or FeatureSettings()
-
-    def compute(which: Iterable[str]) -> dict[str, np.ndarray]:
-        samples = audio if audio is not None else load_audio(path, pcm_sample_rate=pcm_sample_rate, pcm_channels=pcm_channels)
-        return extract(samples, which, settings)
-
-    if cache_dir is None:
-        return compute(names)
-    cache = FeatureCache(cache_dir)
-    digest = content_hash(path)
-    key = settings.cache_key()
-    if Path(path).suffix.lower() in PCM_SUFFIXES:
-        key += f"-pcm{pcm_sample_rate}x{pcm_channels}"
-    arrays = cache.load(digest, key, output_keys(names))
-    missing = [name for name in names if not all(k in arrays for k in output_keys([name]))]
-    if missing:
-        computed = compute(missing)
-        cache.store(digest, key, computed)
-        arrays.update(computed)
-    return {k: arrays[k] for k in output_keys(names)}

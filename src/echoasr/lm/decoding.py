@@ -10,8 +10,11 @@ silence is the blank.
 A character LM (units: characters, ``|`` between words) is used lexicon-free instead
 (:class:`CTCCharLMDecoder`): words outside any vocabulary can then be written.
 
-The n-best come back as :class:`Hypothesis` records with the emitting frame of every token, from
-which :func:`word_timings` makes word start/end times and confidences.
+The n-best come back as :class:`Hypothesis` records with the emitting frame of every token.
+Word times and confidences come from :func:`align_words`: the words of the chosen text, spelt in
+the model's tokens and aligned to the CTC log-probabilities, so the timed words always spell the
+text (flashlight may put a word's doubled letter on adjacent frames without a blank, which a
+collapse of its path would merge: "less" timed as "les").
 """
 
 from __future__ import annotations
@@ -325,3 +328,34 @@ def word_timings(hypothesis: Hypothesis, log_probs: np.ndarray, tokenizer, frame
             words.append(Word(text, round(frames[0] * frame_seconds, 3), round((frames[-1] + 1) * frame_seconds, 3),
                               round(math.exp(posterior), 4)))
     return words
+
+
+def align_words(text: str, log_probs: np.ndarray, tokenizer, frame_seconds: float) -> list[Word]:
+    """The words of ``text`` (split at spaces, none dropped or respelt) with times and confidences:
+    each word is spelt in the model's tokens (a character model's space between words) and the
+    whole is aligned to ``log_probs`` (T, V) by :func:`ctc_align`. A word with no token the model
+    can emit (unknown characters only) gets the previous word's end as its time and confidence 0."""
+    words = text.split()
+    separator = word_separator(tokenizer) if tokenizer.kind == "char" else None
+    tokens: list[int] = []
+    owners: list[int] = []  # index of the word each token spells; -1 for the space between words
+    for index, word in enumerate(words):
+        if separator is not None and index:
+            tokens.append(separator)
+            owners.append(-1)
+        spelling = [t for t in tokenizer.encode(word) if 3 < t < tokenizer.vocab_size]
+        tokens += spelling
+        owners += [index] * len(spelling)
+    frames = ctc_align(log_probs, tokens)
+    timed = []
+    previous_end = 0.0
+    for index, word in enumerate(words):
+        mine = [(frame, token) for frame, token, owner in zip(frames, tokens, owners, strict=True) if owner == index]
+        if not mine:
+            timed.append(Word(word, previous_end, previous_end, 0.0))
+            continue
+        posterior = float(np.mean([log_probs[frame, token] for frame, token in mine]))
+        start, end = round(mine[0][0] * frame_seconds, 3), round((mine[-1][0] + 1) * frame_seconds, 3)
+        timed.append(Word(word, start, end, round(math.exp(posterior), 4)))
+        previous_end = end
+    return timed

@@ -2,7 +2,7 @@
 
 A :class:`Channel` is drawn once per utterance when the corpus is planned (:func:`draw_channel`)
 and recorded in ``render.jsonl``; applying it (:func:`apply_channel`) is deterministic, so the
-same seed gives the same audio. The chain, in the order a real recording meets it:
+same seed gives the same audio (on any machine: the room simulation runs on one thread). The chain, in the order a real recording meets it:
 
 1. room: a shoebox room (``pyroomacoustics`` image-source impulse response) of random size and
    reverberation time, with the talker and microphone at a random distance;
@@ -126,6 +126,12 @@ def apply_channel(audio: np.ndarray, rate: int, channel: Channel, babble_audio: 
     return audio
 
 
+# pyroomacoustics sums the image sources of a response in one float32 buffer per thread, then adds
+# the buffers: the bytes depend on its thread count, which defaults to the machine's core count
+# (os.cpu_count(); it ignores OMP_NUM_THREADS). One thread makes a room the same on every machine.
+ROOM_THREADS = 1
+
+
 def room_impulse_response(room: Room, rate: int) -> np.ndarray:
     import pyroomacoustics as pra
 
@@ -134,7 +140,12 @@ def room_impulse_response(room: Room, rate: int) -> np.ndarray:
                           max_order=room.max_order)
     shoebox.add_source(list(room.source))
     shoebox.add_microphone(list(room.microphone))
-    shoebox.compute_rir()
+    previous = pra.constants.get("num_threads")
+    pra.constants.set("num_threads", ROOM_THREADS)
+    try:
+        shoebox.compute_rir()
+    finally:
+        pra.constants.set("num_threads", previous)
     return np.asarray(shoebox.rir[0][0], dtype=np.float64)
 
 
