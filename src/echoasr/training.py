@@ -320,7 +320,7 @@ def _trainer_class():
 
         def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
             dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
-            from echoasr.evaluation import DEFAULT_BATCH_FRAMES
+            from echoasr.runtime import DEFAULT_BATCH_FRAMES
 
             # Decoding needs no gradients: larger batches than training, fewer with more beams.
             frames = max(1, DEFAULT_BATCH_FRAMES // max(1, self.echo_config.eval_beams))
@@ -512,7 +512,7 @@ def metrics_function(tokenizer, transcripts):
 
     import numpy as np
 
-    from echoasr.evaluation import score
+    from echoasr.scoring import score
 
     by_labels: dict[tuple[int, ...], list[str]] = defaultdict(list)
     for text in transcripts:
@@ -563,7 +563,7 @@ def train(
 
     ``resume``: continue the run in ``out`` with its saved config, changed only by
     ``resume_overrides`` (any of :data:`RESUME_OPTIONS`)."""
-    from echoasr.evaluation import torch_threads
+    from echoasr.runtime import torch_threads
 
     run = Path(out)
     if resume:
