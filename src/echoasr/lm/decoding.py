@@ -343,10 +343,10 @@ def align_words(text: str, log_probs: np.ndarray, tokenizer, frame_seconds: floa
         if separator is not None and index:
             tokens.append(separator)
             owners.append(-1)
-        spelling = [t for t in tokenizer.encode(word) if 3 < t < tokenizer.vocab_size]
+        spelling = tokenizer.content_ids(tokenizer.encode(word))
         tokens += spelling
         owners += [index] * len(spelling)
-    frames = ctc_align(log_probs, tokens)
+    frames = ctc_align(log_probs, tokens, blank=tokenizer.pad_id)  # the CTC blank is the pad id
     timed = []
     previous_end = 0.0
     for index, word in enumerate(words):

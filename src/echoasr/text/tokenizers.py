@@ -53,7 +53,8 @@ class Tokenizer:
     def load(directory: str | os.PathLike) -> Tokenizer:
         return load_tokenizer(directory)
 
-    def _content_ids(self, ids: Iterable[int]) -> list[int]:
+    def content_ids(self, ids: Iterable[int]) -> list[int]:
+        """The ids that spell text (no special id, none outside the vocabulary)."""
         return [int(i) for i in ids if UNK_ID < int(i) < self.vocab_size]
 
 
@@ -84,7 +85,7 @@ class CharTokenizer(Tokenizer):
 
     def decode(self, ids: Iterable[int]) -> str:
         offset = len(SPECIAL_TOKENS)
-        return "".join(self.characters[i - offset] for i in self._content_ids(ids))
+        return "".join(self.characters[i - offset] for i in self.content_ids(ids))
 
     def save(self, directory: str | os.PathLike) -> None:
         _write_config(directory, {"type": self.kind, "characters": self.characters})
@@ -138,7 +139,7 @@ class SentencePieceTokenizer(Tokenizer):
         return self._processor.encode(normalize(text))
 
     def decode(self, ids: Iterable[int]) -> str:
-        return self._processor.decode(self._content_ids(ids))
+        return self._processor.decode(self.content_ids(ids))
 
     def save(self, directory: str | os.PathLike) -> None:
         atomic.write_bytes(Path(directory) / SENTENCEPIECE_MODEL_NAME, self.model_proto)
@@ -179,9 +180,11 @@ class WhisperTokenizer(Tokenizer):
     def encode(self, text: str) -> list[int]:
         return self._tokenizer.encode(" " + " ".join(text.split()), add_special_tokens=False).ids
 
+    def content_ids(self, ids: Iterable[int]) -> list[int]:
+        return [int(i) for i in ids if 0 <= int(i) < self.first_special_id]
+
     def decode(self, ids: Iterable[int]) -> str:
-        content = [int(i) for i in ids if 0 <= int(i) < self.first_special_id]
-        return self._tokenizer.decode(content, skip_special_tokens=True).strip()
+        return self._tokenizer.decode(self.content_ids(ids), skip_special_tokens=True).strip()
 
     def save(self, directory: str | os.PathLike) -> None:
         atomic.write_text(Path(directory) / self.TOKENIZER_FILE, self.tokenizer_json)
