@@ -76,17 +76,22 @@ def state_bytes(optimizer: torch.optim.Optimizer) -> int:
 
 
 def build_optimizer(
-    name: str, model: torch.nn.Module, lr: float, weight_decay: float = 0.0, **options: Any
+    name: str, model: torch.nn.Module, lr: float, weight_decay: float = 0.0,
+    other_lr: tuple[set[str], float] | None = None, **options: Any,
 ) -> torch.optim.Optimizer:
     """``adamw`` or ``maxfactor`` over a model's trainable parameters, decaying matrices only.
 
     Biases, norm weights and scalars (``dim < 2``) get no weight decay, as in the HF Trainer's
-    default grouping; ``options`` go to the optimizer's constructor.
+    default grouping; ``other_lr`` = (parameter names, rate) gives those parameters their own
+    learning rate (the schedule scales it like the others); ``options`` go to the optimizer's
+    constructor.
     """
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    names, special_lr = other_lr if other_lr is not None else (set(), lr)
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [
-        dict(params=[p for p in trainable if p.dim() >= 2], weight_decay=weight_decay),
-        dict(params=[p for p in trainable if p.dim() < 2], weight_decay=0.0),
+        dict(params=[p for n, p in trainable if (p.dim() >= 2) == matrix and (n in names) == special],
+             weight_decay=weight_decay if matrix else 0.0, lr=special_lr if special else lr)
+        for special in (False, True) for matrix in (True, False)
     ]
     groups = [group for group in groups if group["params"]]
     classes = {"adamw": torch.optim.AdamW, "maxfactor": MaxFactor}

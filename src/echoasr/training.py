@@ -103,6 +103,10 @@ class TrainConfig:
     # Parts whose initial weights stay fixed: encoder, decoder, embeddings, stem. With ``init`` only
     # the weights that came from it are frozen; modules the options add are always trained.
     freeze: list[str] = field(default_factory=list)
+    # With ``init``: the learning rate of the parameters the initial model does not have (None:
+    # ``learning_rate``). Zero-start scales move at most about one learning rate per AdamW step,
+    # so at a backbone's 2e-5 they stay near 0 (docs/backbone.md).
+    added_learning_rate: float | None = None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
@@ -297,10 +301,11 @@ def _trainer_class():
         """`Seq2SeqTrainer` with frame-budget batches, SpecAugment on the training loader only,
         echoasr optimizers, a stop on non-finite loss, and CTC/attention loss terms in the logs."""
 
-        def __init__(self, *args, config: TrainConfig, train_collator, **kwargs):
+        def __init__(self, *args, config: TrainConfig, train_collator, added_parameters: set[str] = frozenset(), **kwargs):
             super().__init__(*args, **kwargs)
             self.echo_config = config
             self.train_collator = train_collator
+            self.added_parameters = set(added_parameters)
             self._loss_parts: dict[str, list[float]] = {"ctc_loss": [], "attention_loss": []}
 
         def _loader(self, dataset, collator, shuffle: bool, frames: int, max_items: int | None) -> DataLoader:
@@ -352,9 +357,12 @@ def _trainer_class():
         def create_optimizer(self, model=None):
             if self.optimizer is None:
                 config = self.echo_config
+                other_lr = None
+                if config.added_learning_rate is not None and self.added_parameters:
+                    other_lr = (self.added_parameters, config.added_learning_rate)
                 self.optimizer = build_optimizer(config.optimizer, model if model is not None else self.model,
                                                  lr=config.learning_rate, weight_decay=config.weight_decay,
-                                                 **config.optimizer_options)
+                                                 other_lr=other_lr, **config.optimizer_options)
             return self.optimizer
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -705,6 +713,7 @@ def _train(data, run: Path, config: TrainConfig, dev, resume: bool, cache_dir, w
         data_collator=processor.collator(), processing_class=processor, callbacks=callbacks,
         compute_metrics=metrics_function(tokenizer, [u.text for u in dev_data.utterances]) if dev_data is not None else None,
         config=config, train_collator=processor.collator(SpecAugment(**config.spec_augment) if config.spec_augment is not None else None),
+        added_parameters={name for name, _ in model.named_parameters()} - loaded,
     )
     start = time.monotonic() - elapsed_before  # a resumed run's clock continues from its checkpoint
     try:
