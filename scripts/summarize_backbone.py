@@ -70,13 +70,26 @@ def main(argv: list[str]) -> int:
             effects[s] = {"wer_difference": effect.effect, "interval": [effect.low, effect.high],
                           "p_value_descriptive": effect.p_value}
 
+    # Manipulation check: the pitch model with its f0 shuffled across utterances at test time.
+    check = read(runs / "whisper-base-pitch" / "eval" / "human.f0-shuffled.json")
+    manipulation = None
+    if check is not None:
+        own = per_utterance_errors(runs / "whisper-base-pitch" / "eval" / "human.tsv")
+        shuffled = per_utterance_errors(Path(check["hypotheses"]))
+        assert own["ids"] == shuffled["ids"]
+        effect = paired_bootstrap(own["word_errors"], own["words"], shuffled["word_errors"], shuffled["words"])
+        changed = sum(a != b for a, b in zip(own["word_errors"], shuffled["word_errors"], strict=True))
+        manipulation = {"set": "human", "f0": "shuffled", "wer": check["wer"], "cer": check["cer"],
+                        "wer_change": effect.effect, "interval": [effect.low, effect.high],
+                        "utterances_with_other_word_errors": changed, "utterances": len(own["ids"])}
+
     REPORT.mkdir(parents=True, exist_ok=True)
     for name in MODELS:
-        for s in TEST_SETS:
+        for s in [*TEST_SETS, "human.f0-shuffled"]:
             tsv = runs / name / "eval" / f"{s}.tsv"
             if tsv.is_file():
                 atomic.write_bytes(REPORT / "utterances" / f"{name}.{s}.tsv.gz", gzip.compress(tsv.read_bytes(), mtime=0))
-    document = {"models": rows, "pitch_minus_plain_wer": effects, "test_sets": TEST_SETS}
+    document = {"models": rows, "pitch_minus_plain_wer": effects, "manipulation_check": manipulation, "test_sets": TEST_SETS}
     atomic.write_text(REPORT / "results.json", json.dumps(document, indent=1) + "\n")
 
     lines = ["| model | " + " | ".join(TEST_SETS) + " |", "|---" * (len(TEST_SETS) + 1) + "|"]
@@ -87,6 +100,12 @@ def main(argv: list[str]) -> int:
         low, high = effect["interval"]
         lines.append(f"- {s}: pitch - plain WER {100 * effect['wer_difference']:+.2f} points "
                      f"[{100 * low:+.2f}, {100 * high:+.2f}] (utterance bootstrap of one run each: descriptive)")
+    if manipulation is not None:
+        low, high = manipulation["interval"]
+        lines.append(f"- manipulation check (pitch model, human set, f0 shuffled across utterances at test time): WER "
+                     f"{100 * manipulation['wer']:.1f}%, change {100 * manipulation['wer_change']:+.2f} points "
+                     f"[{100 * low:+.2f}, {100 * high:+.2f}]; {manipulation['utterances_with_other_word_errors']} of "
+                     f"{manipulation['utterances']} utterances changed their word errors")
     text = "\n".join(lines) + "\n"
     atomic.write_text(REPORT / "results.md", text)
     print(text)
