@@ -147,6 +147,7 @@ def _add_train_command(subparsers) -> None:
             config, resume_overrides = training.resolve_config(args.preset, args.config, overrides), None
         summary = training.train(args.data, args.out, config, dev=args.dev, resume=args.resume,
                                  resume_overrides=resume_overrides, cache_dir=args.cache_dir, workers=args.workers)
+        training.end_processes()
         print(training.format_summary(summary))
         print(f"model: {args.out}")
         return 0

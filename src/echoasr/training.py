@@ -592,6 +592,17 @@ def train(
         return _train(data, run, config, dev, resume, cache_dir, workers, progress)
 
 
+def end_processes() -> None:
+    """Close the process group of a multi-process run (torchrun) once training is over: a process
+    that exits with the group's threads still running can abort ("terminate called without an
+    active exception"), which turns a finished run into a failed one. Nothing without a group."""
+    import torch
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def _is_first_process() -> bool:
     """Rank 0 of a ``torchrun`` launch (its environment: the process group starts later, with the
     Trainer), or a single process."""
