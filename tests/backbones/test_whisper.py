@@ -187,6 +187,7 @@ def _asterisk_prompts(count: int, tmp_path: Path) -> list[np.ndarray]:
         subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "g722", "-i", str(sound), "-ar", "16000",
                         "-ac", "1", str(wav)], check=True)
         audio.append(load_audio(wav))
+    assert len(audio) == count, "the chosen prompts are missing from the Asterisk package"
     return audio
 
 
