@@ -40,7 +40,6 @@ from torch import Tensor
 from .encoder import EncoderOutput
 
 
-
 class Seq2SeqModel(Protocol):
     """What decoding needs of a model (`EchoForConditionalGeneration` is one); a protocol, so that
     this module does not import the model that imports it."""
@@ -193,8 +192,11 @@ class StepScorer:
                 model.decoder.step(self.prefix[:, position : position + 1], self.state)
         self.ctc_weight = ctc_weight
         self.ctc_candidates = min(ctc_candidates, config.vocab_size)
-        self.banned = sorted({config.pad_token_id, config.decoder_start_token_id, *prompt, *config.decode_suppress_ids})
-        self.banned_first = config.decode_begin_suppress_ids
+        # Index tensors built once: a Whisper model suppresses ~1,600 ids at every step.
+        device = encoder.hidden.device
+        self.banned = torch.tensor(sorted({config.pad_token_id, config.decoder_start_token_id, *prompt,
+                                           *config.decode_suppress_ids}), dtype=torch.long, device=device)
+        self.banned_first = torch.tensor(config.decode_begin_suppress_ids, dtype=torch.long, device=device)
         self.eos = config.eos_token_id
         self.ctc = None
         if ctc_weight > 0:
@@ -211,7 +213,7 @@ class StepScorer:
             hidden = self.model.decoder(torch.cat([self.prefix, tokens], dim=1), self.encoder)[:, -1]
         scores = F.log_softmax(self.model.decoder.logits(hidden).float(), dim=-1)
         scores[:, self.banned] = -math.inf
-        if tokens.shape[1] == 1 and self.banned_first:
+        if tokens.shape[1] == 1 and self.banned_first.numel():
             scores[:, self.banned_first] = -math.inf
         if self.ctc is not None:
             top = scores.topk(self.ctc_candidates, dim=-1).indices
