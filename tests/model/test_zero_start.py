@@ -98,3 +98,28 @@ def test_labels_follow_the_prompt():
     torch.testing.assert_close(from_labels.logits, by_hand)
     expected = torch.nn.functional.cross_entropy(by_hand[0], labels[0])
     assert abs(from_labels.loss.item() - expected.item()) < 1e-6
+
+
+def test_a_constant_f0_model_ignores_the_pitch_values_but_not_the_voicing():
+    """`pitch_f0_source="constant"`: the parameter-matched control sees voicing, never f0 values; the
+    same weights reading the measured f0 do react to them (the mechanisms are active)."""
+    _, measured = backbone_and_pitch_model()
+    with torch.no_grad():
+        for name in ZERO_SCALES:
+            parameter = measured.get_parameter(name)
+            parameter.copy_(0.5 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(5)))
+    constant = EchoForConditionalGeneration(EchoConfig(**{**WHISPER_LIKE, **ALL_PITCH, "pitch_f0_source": "constant"}))
+    constant.load_state_dict(measured.state_dict())
+    constant.eval()
+    features, lengths = make_features(measured.config, [40])
+    other_f0 = dict(features, f0=torch.where(features["f0"] > 0, features["f0"].flip(-1).clamp_min(60.0) * 1.7, 0.0))
+    other_voicing = dict(features, voiced=torch.zeros_like(features["voiced"]), f0=torch.zeros_like(features["f0"]))
+    tokens = torch.tensor([[33, 34, 35, 3, 4]])
+
+    def logits(model, inputs):
+        with torch.no_grad():
+            return model(features=inputs, feature_lengths=lengths, decoder_input_ids=tokens).logits
+
+    assert (logits(measured, features) - logits(measured, other_f0)).abs().max().item() > 1e-4
+    torch.testing.assert_close(logits(constant, features), logits(constant, other_f0), rtol=0, atol=1e-6)
+    assert (logits(constant, features) - logits(constant, other_voicing)).abs().max().item() > 1e-4

@@ -63,6 +63,11 @@ model built on a pretrained backbone computes exactly the backbone at initialisa
 fine-tuning decides how much pitch to use: the encoder rotary turns q and k by a per-head scale
 times its angle, the bounded radius is `1 + a_h * tanh(z)` with a learned per-head `a_h`, every
 stem after the first joins through a zero-initialised projection, and the pitch biases start at 0.
+
+`pitch_f0_source`: `measured` (default) or `constant`: every voiced frame's f0 is replaced by
+`pitch_reference_hz` before anything reads it (stems, rotary, radius, biases), voicing kept. A
+pitch configuration with a constant f0 has the same modules and parameters but no pitch
+information: the parameter-matched control of a pitch comparison.
 """
 
 from __future__ import annotations
@@ -73,6 +78,7 @@ from transformers import PretrainedConfig
 
 FEATURES = ("mel", "f0", "harmonic", "aperiodic", "phase", "waveform")
 ROTARY_FREQUENCIES = ("inverse", "mel", "mel_seed_aliased")
+PITCH_F0_SOURCES = ("measured", "constant")
 THETA_MODES = ("none", "additive", "phase", "phase_median")
 F0_REPRESENTATIONS = ("log_z", "hz", "voicing")
 PITCH_BIAS_MODES = ("pitch", "voicing")
@@ -182,6 +188,7 @@ class EchoConfig(PretrainedConfig):
     encoder_absolute_positions: str = "none"
     max_source_positions: int = 1500
     pitch_zero_start: bool = False
+    pitch_f0_source: str = "measured"
 
     ctc_weight: float | int = 0.3
     decode_ctc_weight: float | int = 0.3
@@ -241,6 +248,7 @@ class EchoConfig(PretrainedConfig):
         check(self.rotary_additive_scale >= 0, "rotary_additive_scale must be >= 0")
         check(0 < self.rotary_radius_scale < 1, "rotary_radius_scale must be in (0, 1) so the radius stays positive")
         check(self.pitch_reference_hz > 0, "pitch_reference_hz must be positive")
+        check(self.pitch_f0_source in PITCH_F0_SOURCES, f"pitch_f0_source must be one of {PITCH_F0_SOURCES}")
         check(self.residual_gate in RESIDUAL_GATES, f"residual_gate must be one of {RESIDUAL_GATES}")
         check(self.residual_gate_types >= 1, "residual_gate_types must be >= 1")
         check(self.residual_gate_memory >= 1, "residual_gate_memory must be >= 1")

@@ -40,7 +40,7 @@ from .attention_variants import make_scores
 from .configuration import EchoConfig
 from .gates import CrossFeatureGate, attention_residual, feed_forward_residual
 from .layers import FeedForward, ZeroProjection, make_norm, padding_bias
-from .pitch import PitchTrack, length_mask, log_f0_zscore, pitch_similarity, pitch_track
+from .pitch import PitchTrack, constant_f0, length_mask, log_f0_zscore, pitch_similarity, pitch_track
 from .positions import AbsolutePositions, axial_tables
 from .rotary import PitchRotary
 
@@ -278,6 +278,8 @@ class EchoEncoder(nn.Module):
 
     def forward(self, features: dict[str, Tensor], lengths: Tensor) -> EncoderOutput:
         dtype = next(self.stems.parameters()).dtype
+        if self.config.pitch_f0_source == "constant" and "f0" in features:
+            features = constant_f0(features, self.config.pitch_reference_hz)
         streams, out_lengths = {}, None
         for name in self.features:
             inputs = feature_inputs(name, features, lengths, self.config.feature_f0_representation,

@@ -55,6 +55,14 @@ def log_f0_zscore(f0: Tensor, voiced: Tensor) -> Tensor:
     return torch.where(voiced, (log_f0 - mean) * torch.rsqrt(variance.clamp_min(_MIN_LOG_F0_VARIANCE)), 0.0)
 
 
+def constant_f0(features: dict[str, Tensor], hz: float) -> dict[str, Tensor]:
+    """``features`` with every voiced frame's f0 set to ``hz`` (unvoiced frames stay 0, voicing
+    unchanged): the same inputs without the pitch information."""
+    f0 = features["f0"]
+    voiced = (features["voiced"] > 0.5) & (f0 > 0)
+    return {**features, "f0": torch.where(voiced, torch.full_like(f0, hz), torch.zeros_like(f0))}
+
+
 def pitch_track(f0: Tensor, voiced: Tensor, lengths: Tensor, factor: int = 1) -> PitchTrack:
     """Pitch at the frame rate of the input divided by `factor` (1, 2, 4, ...).
 
