@@ -10,8 +10,9 @@ STAMP := $(VENV)/.installed
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# REGIME=scratch: the from-scratch demo instead of fine-tuning Whisper base (docs/demo.md)
 demo: $(STAMP)
-	$(VENV)/bin/echoasr demo
+	$(VENV)/bin/echoasr demo $(if $(REGIME),--regime $(REGIME))
 
 # The inference benchmark times the default model (shipped, or $ECHOASR_MODEL) unless MODEL=run folder; LM optional.
 bench: $(STAMP)

@@ -132,3 +132,52 @@ configurations:
         load_plan(path)
     # default: one family per question
     assert [f.name for f in load_plan("quick").analysis_families()] == ["inputs", "position"]
+
+
+def with_manipulation(runs, rng):
+    """`better` reads f0: shuffled, its errors rise ~5 points; flat at the median, only noise."""
+    for run in runs:
+        if run["configuration"] != "better":
+            continue
+        intact = run["sets"]["test"]
+        run["manipulation"] = {"test": {}}
+        for replacement, shift in (("shuffled", 0.05), ("median", 0.0)):
+            lengths = np.array(intact["chars"])
+            chars = rng.binomial(lengths, np.clip(np.array(intact["char_errors"]) / lengths + shift, 0, 1))
+            run["manipulation"]["test"][replacement] = {
+                **intact, "char_errors": chars.tolist(), "cer": chars.sum() / lengths.sum(),
+                "f0_replacement": replacement}
+    return runs
+
+
+def test_manipulation_check_wording_and_its_per_utterance_rows(tmp_path):
+    import json
+
+    rng = np.random.default_rng(3)
+    runs = with_manipulation(synthetic_runs(rng, seeds=4, utterances=150), rng)
+    plan = synthetic_plan()
+    results = build_results(plan, runs, dict(SETTINGS))
+    checks = {c["replacement"]: c for c in results["manipulation"]}
+    assert {c["configuration"] for c in results["manipulation"]} == {"better"} and checks.keys() == {"shuffled", "median"}
+    shuffled, median = checks["shuffled"], checks["median"]
+    assert shuffled["change"]["cer"]["low"] > 0 and shuffled["uses_f0"] is True and shuffled["seeds"] == [0, 1, 2, 3]
+    expected = seed_paired_difference({r["seed"]: r["sets"]["test"]["cer"] for r in runs if "manipulation" in r},
+                                      {r["seed"]: r["manipulation"]["test"]["shuffled"]["cer"] for r in runs
+                                       if "manipulation" in r})
+    assert shuffled["change"]["cer"]["effect"] == pytest.approx(expected.effect)
+    assert median["change"]["cer"]["low"] < 0 < median["change"]["cer"]["high"] and median["uses_f0"] is False
+    assert median["reading"] == f"no evidence the model uses its f0 input (MDE {100 * median['mde']:.2g} points)"
+    assert 0 < shuffled["changed_scorings"] <= shuffled["scorings"] == 4 * 150
+    report = render_markdown(results, {})
+    section = report[report.index("## Manipulation check"):]
+    assert "| `better` | test | intact | 4 |" in section and "**uses f0**" in section and "no evidence" in section
+    assert "`plain` | test | intact" not in section
+    # the rows go into utterances.tsv.gz as test@f0-...; re-analysis rebuilds the check from them
+    write_utterances(tmp_path / "utterances.tsv.gz", runs, {"test": {}})
+    assert read_utterances(tmp_path / "utterances.tsv.gz")[("better", 0)]["test@f0-shuffled"]["char_errors"] == \
+        runs[8]["manipulation"]["test"]["shuffled"]["char_errors"]
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert "ids" not in results["runs"][8]["manipulation"]["test"]["shuffled"]  # results.json keeps the rates
+    again = reanalyse(tmp_path, plan)
+    assert [c["changed_scorings"] for c in again["manipulation"]] == [c["changed_scorings"] for c in results["manipulation"]]
+    assert again["manipulation"][0]["change"] == results["manipulation"][0]["change"]

@@ -1,4 +1,8 @@
-"""``echoasr demo`` (``make demo``): the whole toolkit end to end, in about 30 minutes on 2 CPU cores (31 min measured).
+"""``echoasr demo --regime scratch`` (``make demo REGIME=scratch``): the from-scratch regime, the
+whole toolkit end to end, in about 30 minutes on 2 CPU cores (31 min measured). The default regime
+(fine-tuning Whisper base) is :mod:`echoasr.backbone_demo`; it reuses this module's steps
+(:class:`Steps`, :func:`build_human_once`, :func:`train_models`, :func:`evaluate_once`,
+:func:`references_once`).
 
 1. a synthetic multi-speaker corpus (``echoasr data synth``: training voices kal, rms, heart
    (neural) and espeak variants; held-out voices awb, ked, slt, espeak-m5, espeak-f3 only in
@@ -117,7 +121,9 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     runs = {label: root / "runs" / label for label in settings.models}
     steps.next("training", "training " + " and ".join(f"{label} ({preset})" for label, preset in settings.models.items())
                + (" as two concurrent 1-thread processes" if settings.parallel else " one after the other"))
-    train_models(corpus, runs, settings)
+    threads = 1 if settings.parallel else None
+    train_models(corpus, runs, {label: _demo_config(preset, settings, threads) for label, preset in settings.models.items()},
+                 settings.parallel)
 
     if settings.lm:
         steps.next("language model", f"word LM: tuning its weight per model on {settings.lm_tune_utterances} dev utterances")
@@ -129,11 +135,11 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     steps.next("evaluation", "evaluation: " + ", ".join(TEST_SETS) + (" with and without the LM; " if settings.lm else "; ")
                + f"joint CTC/attention search with {settings.beams} beams")
     scores = {f"{label} {search}" if settings.lm else label:
-              {name: evaluate_once(run, manifests[name], name, settings, search) for name in TEST_SETS}
+              {name: evaluate_once(run, manifests[name], name, settings.beams, search) for name in TEST_SETS}
               for label, run in runs.items() for search in searches}
 
     steps.next("references", "reference recognisers on the human set: " + ", ".join(REFERENCES))
-    references = references_once(manifests["human"], root / "results")
+    references = references_once(manifests["human"], root / "results" / "references.json", root / "results" / "human.tsv")
     steps.close()
 
     results = {
@@ -215,13 +221,15 @@ def _same_config(run: Path, config) -> bool:
     return previous == {k: v for k, v in config.to_dict().items() if k not in ignore}
 
 
-def train_models(corpus: Path, runs: dict[str, Path], settings: DemoSettings) -> None:
+def train_models(corpus: Path, runs: dict[str, Path], configs: dict[str, Any], parallel: bool = False) -> None:
+    """Train each run (label -> folder) with its config (label -> TrainConfig), reusing a finished
+    run with the same config and resuming an unfinished one; ``parallel``: as concurrent
+    processes, else one after the other."""
     from echoasr.training import train
 
-    threads = 1 if settings.parallel else None
     pending = {}
     for label, run in runs.items():
-        config = _demo_config(settings.models[label], settings, threads)
+        config = configs[label]
         resume = _same_config(run, config)
         if resume and (run / "model.safetensors").is_file():
             print(f"reusing the trained {label} model in {run}")
@@ -231,7 +239,7 @@ def train_models(corpus: Path, runs: dict[str, Path], settings: DemoSettings) ->
         pending[label] = (run, config, resume)
     if not pending:
         return
-    if not settings.parallel or len(pending) == 1:
+    if not parallel or len(pending) == 1:
         for label, (run, config, resume) in pending.items():
             print(f"{'resuming' if resume else 'training'} {label} -> {run}")
             train(corpus, run, None if resume else config, resume=resume, resume_overrides={"threads": config.threads})
@@ -318,7 +326,7 @@ def tune_lm_once(corpus: Path, runs: dict[str, Path], settings: DemoSettings) ->
               f"{best['rescore_weight']:g} (dev WER {100 * best['dev_wer']:.1f}% on {best['utterances']} utterances)")
 
 
-def evaluate_once(run: Path, manifest: Path, name: str, settings: DemoSettings, search: str = "no-lm") -> dict[str, Any]:
+def evaluate_once(run: Path, manifest: Path, name: str, beams: int, search: str = "no-lm") -> dict[str, Any]:
     """``search``: ``lm`` (the tuned LM saved with the model) or ``no-lm`` (joint CTC/attention)."""
     from echoasr.evaluation import evaluate, format_result
 
@@ -329,28 +337,28 @@ def evaluate_once(run: Path, manifest: Path, name: str, settings: DemoSettings, 
     if target.is_file() and target.stat().st_mtime > newest_input:
         result = json.loads(target.read_text())
         # results without "failed" come from an evaluator that skipped long utterances: redo them
-        if result.get("beams") == settings.beams and result.get("data") == str(manifest) and "failed" in result:
+        if result.get("beams") == beams and result.get("data") == str(manifest) and "failed" in result:
             print(f"reusing {target}")
             return result
-    result = evaluate(run, manifest, beams=settings.beams, out=run / "eval" / f"{stem}.tsv",
+    result = evaluate(run, manifest, beams=beams, out=run / "eval" / f"{stem}.tsv",
                       lm=None if search == "lm" else "none")
     atomic.write_text(target, json.dumps(result, indent=1) + "\n")
     print(f"{run.name} ({search}): " + format_result(result).replace("\n", "\n  "))
     return result
 
 
-def references_once(manifest: Path, folder: Path) -> dict[str, dict[str, Any]]:
-    """:data:`REFERENCES` on every utterance of the human set (the same as the models'), scored
-    like them; hypotheses in ``folder/human.<recogniser>.tsv``."""
+def references_once(manifest: Path, target: Path, out: Path) -> dict[str, dict[str, Any]]:
+    """:data:`REFERENCES` on every utterance of ``manifest`` (the same as the models'), scored
+    like them, the result saved as ``target``; hypotheses in ``OUT_STEM.<recogniser>.tsv`` beside
+    ``out``."""
     from echoasr.evaluation import evaluate, format_result
 
-    target = folder / "references.json"
     if target.is_file() and target.stat().st_mtime > manifest.stat().st_mtime:
         previous = json.loads(target.read_text())
-        if list(previous.get("references", {})) == list(REFERENCES):
+        if list(previous.get("references", {})) == list(REFERENCES) and previous.get("data") == str(manifest):
             print(f"reusing {target}")
             return previous["references"]
-    result = evaluate(None, manifest, references=REFERENCES, out=folder / "human.tsv")
+    result = evaluate(None, manifest, references=REFERENCES, out=out)
     atomic.write_text(target, json.dumps(result, indent=1) + "\n")
     print(format_result(result))
     return result["references"]

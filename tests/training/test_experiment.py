@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -189,3 +190,81 @@ def test_builtin_plans_are_valid_and_compare_one_change():
         assert all(c.baselines for c in plan.configurations[1:])
         steps = {plan.train_config(c, 0).max_steps for c in plan.configurations}
         assert len(steps) == 1  # equal budgets
+
+
+F0_PLAN = """
+name: f0-test
+preset: tiny
+seeds: 1
+eval_beams: 1
+train: {max_steps: 3, save_steps: 3, eval_steps: 3, logging_steps: 1, batch_frames: 1200, warmup_steps: 1}
+configurations:
+  - name: plain
+    question: inputs
+    model: {features: [mel], rotary_theta_mode: none, rotary_radius: none, pitch_bias: false}
+  - name: mel+f0
+    question: inputs
+    baseline: plain
+    model: {features: [mel, f0], rotary_theta_mode: none, rotary_radius: none, pitch_bias: false}
+"""
+
+
+def test_the_manipulation_check_scores_only_f0_reading_runs_and_resumes(tts_corpus, tmp_path, monkeypatch):
+    from echoasr import evaluation
+    from echoasr.experiments import manipulation
+    from echoasr.experiments.report import UTTERANCES_FILE, read_utterances
+
+    path = tmp_path / "plan.yaml"
+    path.write_text(F0_PLAN)
+    out = tmp_path / "exp"
+    options = dict(seeds=1, threads=1, split="test", human=tts_corpus / "dev.tsv", cache_dir=tmp_path / "cache",
+                   progress=False, plots=False)
+    calls = []
+    real = manipulation.evaluate_replaced_f0
+    monkeypatch.setattr(manipulation, "evaluate_replaced_f0", lambda model, data, mode, **kwargs: calls.append(
+        (Path(model).parent.name, mode, kwargs.get("by_speaker", False))) or real(model, data, mode, **kwargs))
+    results = run_experiment(load_plan(path), tts_corpus, out, **options)
+
+    # the plain model reads no f0: no check; mel+f0 on the corpus split only (the default), median by speaker
+    assert sorted(calls) == [("mel+f0", "median", True), ("mel+f0", "shuffled", False)]
+    assert "manipulation" not in json.loads((run_folder(out, "plain", 0) / RESULT_FILE).read_text())
+    run = json.loads((run_folder(out, "mel+f0", 0) / RESULT_FILE).read_text())
+    checks = run["manipulation"]["test"]
+    assert checks.keys() == {"shuffled", "median"} and checks["median"]["f0_replacement"] == "median (by speaker)"
+    assert checks["shuffled"]["ids"] == run["sets"]["test"]["ids"] and checks["shuffled"]["utterances"] == 3
+    assert [(c["configuration"], c["set"], c["replacement"]) for c in results["manipulation"]] == [
+        ("mel+f0", "test", "shuffled"), ("mel+f0", "test", "median")]
+    report = (out / "report.md").read_text()
+    assert "## Manipulation check" in report and "| `mel+f0` | test | shuffled | 1 |" in report
+    assert "`plain` | test | intact" not in report
+    utterances = read_utterances(out / UTTERANCES_FILE)
+    assert utterances[("mel+f0", 0)]["test@f0-median"]["char_errors"] == checks["median"]["char_errors"]
+    assert "test@f0-median" not in utterances[("plain", 0)]
+
+    # a finished run lacking a check gets only that one; nothing is trained or evaluated intact
+    del run["manipulation"]["test"]["median"]
+    (run_folder(out, "mel+f0", 0) / RESULT_FILE).write_text(json.dumps(run))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("only the missing check may run")
+
+    monkeypatch.setattr(training, "train", refuse)
+    monkeypatch.setattr(evaluation, "evaluate", refuse)
+    calls.clear()
+    run_experiment(load_plan(path), tts_corpus, out, **options)
+    assert calls == [("mel+f0", "median", True)]
+    assert json.loads((run_folder(out, "mel+f0", 0) / RESULT_FILE).read_text())["manipulation"]["test"].keys() == {
+        "shuffled", "median"}
+
+    # the plan chooses the sets: another set is checked on the finished runs; [] checks nothing more
+    calls.clear()
+    path.write_text(F0_PLAN + "manipulation_sets: [human]\n")
+    run_experiment(load_plan(path), tts_corpus, out, **options)
+    assert sorted(calls) == [("mel+f0", "median", True), ("mel+f0", "shuffled", False)]
+    calls.clear()
+    path.write_text(F0_PLAN + "manipulation_sets: []\n")
+    assert run_experiment(load_plan(path), tts_corpus, out, **options)["settings"]["manipulation_sets"] == []
+    assert calls == []
+    path.write_text(F0_PLAN + "manipulation_sets: [nowhere]\n")
+    with pytest.raises(EchoError, match="manipulation_sets names no test set"):
+        run_experiment(load_plan(path), tts_corpus, out, **options)

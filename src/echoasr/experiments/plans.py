@@ -29,6 +29,8 @@ The analysis is stated in the plan, before it runs (pre-registration)::
         contrasts: [phase vs plain]
         sets: [test_unseen]      # default: every test set of the run
         margin: 0.02             # default: the plan's
+    manipulation_sets: [human]   # f0 replaced at test time on runs that read f0 (default: the
+                                 # corpus split; [] = none), reported as the manipulation check
 
 Every contrast of a family is tested on each of its sets on the primary metric; a comparison in no
 family is reported as exploratory, without a verdict.
@@ -91,6 +93,8 @@ class Plan:
     alpha: float = 0.05
     equivalence_margin: float = DEFAULT_MARGIN
     families: list[Family] = field(default_factory=list)  # empty: one family per question
+    # test sets of the f0 manipulation check (runs that read f0); None: the corpus split, []: none
+    manipulation_sets: list[str] | None = None
 
     def configuration(self, name: str) -> Configuration:
         for configuration in self.configurations:
@@ -266,7 +270,7 @@ def load_plan(name_or_file: str | os.PathLike) -> Plan:
     if not isinstance(document, dict) or not isinstance(document.get("configurations"), list):
         raise EchoError("a plan file needs a list under configurations:", path)
     unknown = set(document) - {"name", "preset", "train", "eval_beams", "seeds", "configurations", "primary_metric",
-                               "alpha", "equivalence_margin", "families"}
+                               "alpha", "equivalence_margin", "families", "manipulation_sets"}
     if unknown:
         raise EchoError(f"unknown plan key(s) {sorted(unknown)}", path)
     configurations = []
@@ -279,11 +283,15 @@ def load_plan(name_or_file: str | os.PathLike) -> Plan:
         configurations.append(_configuration(
             str(entry["name"]), entry.get("question", "position"), dict(entry.get("model") or {}), entry.get("baseline"),
             entry.get("description", ""), preset=entry.get("preset"), train=dict(entry.get("train") or {})))
+    checks = document.get("manipulation_sets")
+    if checks is not None and not isinstance(checks, list):
+        raise EchoError("manipulation_sets is a list of test-set names", path)
     plan = Plan(name=str(document.get("name", path.stem)), preset=str(document.get("preset", "small")),
                 configurations=configurations, train=dict(document.get("train") or {}),
                 eval_beams=int(document.get("eval_beams", 4)), seeds=int(document.get("seeds", 3)),
                 primary_metric=str(document.get("primary_metric", "cer")), alpha=float(document.get("alpha", 0.05)),
                 equivalence_margin=float(document.get("equivalence_margin", DEFAULT_MARGIN)),
-                families=[_family(entry, path) for entry in document.get("families") or []])
+                families=[_family(entry, path) for entry in document.get("families") or []],
+                manipulation_sets=None if checks is None else [str(name) for name in checks])
     plan.check(str(path))
     return plan

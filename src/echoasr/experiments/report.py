@@ -3,7 +3,10 @@
 Verdicts follow the plan's pre-registered analysis (:mod:`.plans`): for each family's contrasts on
 the primary metric, the seed-level estimate (:func:`~.stats.crossed_effect` with per-utterance
 errors, else :func:`~.stats.seed_paired_difference`), Holm within the family, a TOST against the
-plan's margin and the minimum detectable effect. The utterance bootstrap is a descriptive column."""
+plan's margin and the minimum detectable effect. The utterance bootstrap is a descriptive column.
+
+The manipulation check (:func:`manipulation_checks`) compares each f0-reading run with itself on
+f0 replaced at test time, paired by run (:func:`~.stats.seed_paired_difference`)."""
 
 from __future__ import annotations
 
@@ -29,6 +32,13 @@ METRICS = {"wer": ("word_errors", "words"), "cer": ("char_errors", "chars")}
 _LOG_KEYS = ("step", "loss", "eval_cer", "eval_wer")
 UTTERANCES_FILE = "utterances.tsv.gz"
 UTTERANCE_COLUMNS = ("configuration", "seed", "set", "id", "speaker", "words", "word_errors", "chars", "char_errors")
+# utterances.tsv.gz names a manipulation check's rows SET@f0-REPLACEMENT (e.g. test_unseen@f0-shuffled)
+MANIPULATED_SET = "@f0-"
+REPLACEMENT_NAMES = {"shuffled": "f0 shuffled across utterances", "median": "f0 flat at the speaker's median"}
+
+
+def manipulated_set(set_name: str, replacement: str) -> str:
+    return f"{set_name}{MANIPULATED_SET}{replacement}"
 
 
 def _interval(values) -> dict[str, Any]:
@@ -70,8 +80,12 @@ def build_results(plan: Plan, runs: list[dict[str, Any]], settings: dict[str, An
                                   for f in plan.analysis_families()]},
         "comparisons": comparisons,
         "steps_to_threshold": steps_to_threshold(plan, by_configuration),
-        "runs": [{**{k: v for k, v in r.items() if k not in ("sets", "log_history")},
+        "manipulation": manipulation_checks(plan, by_configuration),
+        "runs": [{**{k: v for k, v in r.items() if k not in ("sets", "log_history", "manipulation")},
                   "sets": {n: {m: s[m] for m in ("wer", "cer", "utterances")} for n, s in r["sets"].items()},
+                  **({"manipulation": {n: {mode: {m: s[m] for m in ("wer", "cer", "utterances", "f0_replacement")}
+                                           for mode, s in modes.items()}
+                                       for n, modes in r["manipulation"].items()}} if r.get("manipulation") else {}),
                   "log_history": [{k: e[k] for k in _LOG_KEYS if k in e} for e in r.get("log_history", [])]}
                  for r in runs],
     }
@@ -205,6 +219,70 @@ def steps_to_threshold(plan: Plan, by_configuration: dict[str, list[dict[str, An
             "evaluated_steps": sorted({s for c in curves.values() for s, _ in c})}
 
 
+def manipulation_checks(plan: Plan, by_configuration: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One entry per (configuration, set, replacement) with manipulation results: the intact and
+    replaced error rates over seeds, the run-level change (replaced - intact, paired by run: a
+    positive change is a degradation) on each metric, the MDE and the wording on the plan's
+    primary metric, and how many (run, utterance) scorings changed their errors."""
+    checks = []
+    for configuration in plan.configurations:
+        runs = sorted(by_configuration.get(configuration.name, []), key=lambda r: r["seed"])
+        set_names = list(dict.fromkeys(n for r in runs for n in r.get("manipulation", {})))
+        for set_name in set_names:
+            replacements = list(dict.fromkeys(m for r in runs for m in r["manipulation"].get(set_name, {})))
+            for replacement in replacements:
+                paired = [r for r in runs if set_name in r["sets"] and replacement in r["manipulation"].get(set_name, {})]
+                entry = {"configuration": configuration.name, "set": set_name, "replacement": replacement,
+                         "seeds": [r["seed"] for r in paired], "intact": {}, "replaced": {}, "change": {}}
+                for metric in METRICS:
+                    intact = {r["seed"]: r["sets"][set_name][metric] for r in paired}
+                    replaced = {r["seed"]: r["manipulation"][set_name][replacement][metric] for r in paired}
+                    entry["intact"][metric] = _interval(list(intact.values()))
+                    entry["replaced"][metric] = _interval(list(replaced.values()))
+                    change = seed_paired_difference(intact, replaced, confidence=1 - plan.alpha)
+                    entry["change"][metric] = _json(change) if change is not None else (
+                        {"effect": replaced[paired[0]["seed"]] - intact[paired[0]["seed"]]} if paired else None)
+                entry.update(_changed_utterances(paired, set_name, replacement))
+                entry.update(_manipulation_reading(entry["change"][plan.primary_metric], plan.alpha,
+                                                   entry["changed_scorings"]))
+                checks.append(entry)
+    return checks
+
+
+def _changed_utterances(runs: list[dict[str, Any]], set_name: str, replacement: str) -> dict[str, int | None]:
+    """(run, utterance) scorings whose word or character errors differ with f0 replaced; None
+    without per-utterance errors on both sides."""
+    pairs = [(r["sets"][set_name], r["manipulation"][set_name][replacement]) for r in runs]
+    if not pairs or not all("ids" in intact and "ids" in replaced for intact, replaced in pairs):
+        return {"changed_scorings": None, "scorings": None}
+    changed = scorings = 0
+    for intact, replaced in pairs:
+        if intact["ids"] != replaced["ids"]:
+            raise ValueError(f"a run scored different utterances on {set_name} with f0 {replacement}")
+        changed += sum(a != b or c != d for a, b, c, d in zip(intact["word_errors"], replaced["word_errors"],
+                                                            intact["char_errors"], replaced["char_errors"], strict=True))
+        scorings += len(intact["ids"])
+    return {"changed_scorings": changed, "scorings": scorings}
+
+
+def _manipulation_reading(change: dict[str, Any] | None, alpha: float, changed_scorings: int | None) -> dict[str, Any]:
+    """The wording: "uses f0" only when the (1 - alpha) interval of the degradation excludes 0."""
+    if changed_scorings == 0:
+        return {"uses_f0": False, "mde": None,
+                "reading": "no evidence the model uses its f0 input (no utterance's errors changed)"}
+    if change is None or "p_value" not in change:
+        return {"uses_f0": None, "mde": None, "reading": "n/a (needs 2+ runs)"}
+    mde = minimum_detectable_effect(change["standard_error"], change["freedom"], alpha)
+    low, high = change["low"], change["high"]
+    if low > 0:
+        return {"uses_f0": True, "mde": mde, "reading": "**uses f0**: errors rise when it is replaced"}
+    if high < 0:
+        return {"uses_f0": True, "mde": mde,
+                "reading": "**reads f0**, but errors fall when it is replaced (its f0 use hurts)"}
+    return {"uses_f0": False, "mde": mde,
+            "reading": f"no evidence the model uses its f0 input (MDE {100 * mde:.2g} points)"}
+
+
 # ------------------------------------------------------------------------------------ markdown
 
 
@@ -303,6 +381,45 @@ def comparison_table(comparisons: list[dict[str, Any]], primary_metric: str) -> 
     return lines
 
 
+def manipulation_section(results: dict[str, Any]) -> list[str]:
+    """The "Manipulation check" section: per f0-reading configuration and set, the intact error
+    rates beside those with f0 replaced, and the run-level change with its interval."""
+    checks = results.get("manipulation") or []
+    if not checks:
+        return []
+    analysis = results.get("analysis") or {}
+    metric = analysis.get("primary_metric", "cer")
+    confidence = 100 * (1 - analysis.get("alpha", 0.05))
+    lines = ["## Manipulation check", "",
+             "Does a configuration use the f0 it reads? Each of its runs is scored again with f0 replaced at test "
+             "time: " + "; ".join(f"*{k}* = {v}" for k, v in REPLACEMENT_NAMES.items()) + " (voicing kept, phase "
+             "recomputed; the spectral inputs still carry the original pitch). The change is replaced minus intact, "
+             f"paired by run (paired t over seeds, {confidence:g}% interval, uncorrected; positive = more errors with "
+             f"f0 replaced), on {metric.upper()}. \"Uses f0\" is said only when the interval excludes 0. "
+             "*Changed*: (run, utterance) scorings whose errors differ.", "",
+             f"| configuration | set | f0 | seeds | WER | CER | {metric.upper()} change (points) [interval] | changed "
+             "| reading |", "|---|---|---|---|---|---|---|---|---|"]
+    shown: set[tuple[str, str]] = set()
+    for check in checks:
+        key = (check["configuration"], check["set"])
+        if key not in shown:  # the intact row once per configuration and set
+            shown.add(key)
+            lines.append(f"| `{key[0]}` | {key[1]} | intact | {len(check['seeds'])} | "
+                         f"{_percent(check['intact']['wer'])} | {_percent(check['intact']['cer'])} | - | - | - |")
+        change = check["change"][metric]
+        if change is None:
+            change_text = "n/a"
+        elif "low" in change:
+            change_text = f"{_points(change['effect'])} [{_points(change['low'])}, {_points(change['high'])}]"
+        else:
+            change_text = f"{_points(change['effect'])} (1 run)"
+        changed = "-" if check["changed_scorings"] is None else f"{check['changed_scorings']} of {check['scorings']}"
+        lines.append(f"| `{key[0]}` | {key[1]} | {check['replacement']} | {len(check['seeds'])} | "
+                     f"{_percent(check['replaced']['wer'])} | {_percent(check['replaced']['cer'])} | {change_text} | "
+                     f"{changed} | {check['reading']} |")
+    return lines + [""]
+
+
 def render_markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
     settings = results["settings"]
     configurations = results["configurations"]
@@ -351,6 +468,7 @@ def render_markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
         comparisons = [x for x in results["comparisons"] if x["system"] in members]
         lines += comparison_table(comparisons, results.get("analysis", {}).get("primary_metric", "cer"))
         lines.append("")
+    lines += manipulation_section(results)
     threshold = results["steps_to_threshold"]
     lines += ["## Steps to reach a dev CER threshold", ""]
     if threshold["available"]:
@@ -386,20 +504,25 @@ def write_report(results: dict[str, Any], out: Path, plots: bool = True,
 def write_utterances(path: Path, runs: list[dict[str, Any]], speakers: dict[str, dict[str, str]]) -> int:
     """Every run's per-utterance errors and reference lengths, with the speaker of each utterance
     (``speakers``: set name -> utterance id -> speaker), as gzip TSV (``UTTERANCE_COLUMNS``): what a
-    reader needs to re-run the analysis. Returns the number of rows; runs without per-utterance
-    data are left out."""
+    reader needs to re-run the analysis. A manipulation check's rows have the set
+    ``SET@f0-REPLACEMENT`` (:func:`manipulated_set`). Returns the number of rows; runs without
+    per-utterance data are left out."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
     writer.writerow(UTTERANCE_COLUMNS)
     rows = 0
     for run in sorted(runs, key=lambda r: (r["configuration"], r["seed"])):
-        for set_name, scored in run["sets"].items():
+        scorings = [(set_name, set_name, scored) for set_name, scored in run["sets"].items()]
+        scorings += [(manipulated_set(set_name, replacement), set_name, scored)
+                     for set_name, replacements in run.get("manipulation", {}).items()
+                     for replacement, scored in replacements.items()]
+        for row_set, set_name, scored in scorings:
             if "ids" not in scored:
                 continue
             names = speakers.get(set_name, {})
             for values in zip(scored["ids"], scored["words"], scored["word_errors"], scored["chars"],
                               scored["char_errors"], strict=True):
-                writer.writerow([run["configuration"], run["seed"], set_name, values[0], names.get(values[0], ""),
+                writer.writerow([run["configuration"], run["seed"], row_set, values[0], names.get(values[0], ""),
                                  *values[1:]])
                 rows += 1
     # mtime 0: the same runs give the same bytes (a committed file changes only when the data do)
@@ -439,7 +562,9 @@ def reanalyse(folder: Path, plan: Plan, note: str = "", plots: bool = False) -> 
         per_utterance = read_utterances(utterances_file)
         for run in runs:
             for set_name, scored in per_utterance.get((run["configuration"], run["seed"]), {}).items():
-                run["sets"].setdefault(set_name, {}).update(scored)
+                base, separator, replacement = set_name.partition(MANIPULATED_SET)
+                target = run.setdefault("manipulation", {}).setdefault(base, {}) if separator else run["sets"]
+                target.setdefault(replacement if separator else set_name, {}).update(scored)
     settings = {**previous["settings"], "reanalysis": note or "re-analysed from the committed results"}
     results = build_results(plan, runs, settings)
     figures = existing_figures(folder / "report.md")

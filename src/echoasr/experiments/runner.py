@@ -8,6 +8,13 @@ finished training is resumed from its latest checkpoint (training's ``resume``);
 training without a result is only evaluated, and a finished run is evaluated only on the test sets
 its result lacks (a set added to the grid later). Runs go in parallel as separate processes (one
 torch thread each by default), like the demo's two trainings on two cores.
+
+Every run whose model reads f0 (an f0 input or a pitch mechanism: :func:`model_reads_f0`) is also
+scored on the plan's manipulation sets (``Plan.manipulation_sets``, default the corpus split) with
+its f0 replaced at test time (:func:`echoasr.experiments.manipulation.evaluate_replaced_f0`:
+shuffled across utterances, and flat at the speaker's median), under ``result["manipulation"]
+[set][replacement]``. The result is written before these checks and again after each, so a run
+stopped during them (or finished before they existed) gets only the missing ones.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +55,11 @@ class RunTask:
     beams: int
     threads: int | None
     cache_dir: str | None
+    manipulation_sets: list[str] = field(default_factory=list)  # names in test_sets; empty: no checks
+
+
+# f0 replacements of the manipulation check, each with its options of evaluate_replaced_f0
+MANIPULATIONS = {"shuffled": {}, "median": {"by_speaker": True}}
 
 
 def run_folder(out: Path, configuration: str, seed: int) -> Path:
@@ -69,16 +81,39 @@ def named_test_sets(data: str | os.PathLike, split: str, human: str | os.PathLik
     return sets
 
 
+def checked_sets(plan: Plan, sets: dict[str, str], split: str) -> list[str]:
+    """The test sets the manipulation check runs on: the plan's ``manipulation_sets``, by default
+    the corpus ``split``."""
+    names = [split] if plan.manipulation_sets is None else list(plan.manipulation_sets)
+    unknown = [name for name in names if name not in sets]
+    if unknown:
+        raise EchoError(f"plan {plan.name}: manipulation_sets names no test set of the run: {unknown} "
+                        f"(test sets: {list(sets)})")
+    return names
+
+
+def model_reads_f0(model: dict[str, Any]) -> bool:
+    """Whether a model (its options, as in a TrainConfig) reads f0: as an input stem or through a
+    pitch mechanism (rotary phase or radius, pitch bias); a plain model's output cannot change
+    when f0 is replaced, so it gets no manipulation check."""
+    from echoasr.model import EchoConfig
+    from echoasr.processor import model_features
+
+    return "f0" in model_features(EchoConfig(vocab_size=64, **model))
+
+
 def plan_tasks(plan: Plan, data, out: Path, seeds: int, threads: int | None, sets: dict[str, str],
-               cache_dir) -> list[RunTask]:
+               cache_dir, manipulation_sets: list[str] = ()) -> list[RunTask]:
+    """``manipulation_sets``: the sets (names in ``sets``) every f0-reading run is checked on."""
     tasks = []
     for configuration in plan.configurations:
         for seed in range(seeds):
             config = plan.train_config(configuration, seed, threads)
             folder = run_folder(out, configuration.name, seed)
             _check_same_config(folder, config.to_dict())
+            checks = list(manipulation_sets) if model_reads_f0(config.model) else []
             tasks.append(RunTask(configuration.name, seed, str(folder), str(data), config.to_dict(), sets,
-                                 plan.eval_beams, threads, None if cache_dir is None else str(cache_dir)))
+                                 plan.eval_beams, threads, None if cache_dir is None else str(cache_dir), checks))
     return tasks
 
 
@@ -137,10 +172,8 @@ def _source(test_set: str) -> tuple[str, str | None]:
 
 
 def execute_run(task: RunTask) -> dict[str, Any]:
-    """Train (or resume) and evaluate one run; returns and writes its result."""
-    from echoasr import training
-    from echoasr.training import CONFIG_FILE, SUMMARY_FILE, TrainConfig
-
+    """Train (or resume) and evaluate one run, then its manipulation checks; returns and writes its
+    result."""
     folder = Path(task.folder)
     if (folder / RESULT_FILE).is_file():
         result = json.loads((folder / RESULT_FILE).read_text())
@@ -148,7 +181,22 @@ def execute_run(task: RunTask) -> dict[str, Any]:
         if missing:  # a test set added to the grid after this run finished: evaluate only that
             result["sets"].update(_evaluate_sets(task, missing))
             atomic.write_text(folder / RESULT_FILE, json.dumps(result) + "\n")
-        return result
+    else:
+        result = _train_and_evaluate(task)
+    for name in task.manipulation_sets:
+        checks = result.setdefault("manipulation", {}).setdefault(name, {})
+        for replacement in MANIPULATIONS:
+            if replacement not in checks:
+                checks[replacement] = _evaluate_replaced_f0(task, name, replacement)
+                atomic.write_text(folder / RESULT_FILE, json.dumps(result) + "\n")
+    return result
+
+
+def _train_and_evaluate(task: RunTask) -> dict[str, Any]:
+    from echoasr import training
+    from echoasr.training import CONFIG_FILE, SUMMARY_FILE, TrainConfig
+
+    folder = Path(task.folder)
     config = TrainConfig.from_dict(task.config)
     summary = json.loads((folder / SUMMARY_FILE).read_text()) if (folder / SUMMARY_FILE).is_file() else None
     if summary is None or summary["steps"] < config.max_steps:
@@ -181,6 +229,21 @@ def _evaluate_sets(task: RunTask, test_sets: dict[str, str]) -> dict[str, dict[s
         sets[name] = {"wer": metrics["wer"], "cer": metrics["cer"], "utterances": metrics["utterances"],
                       **per_utterance_errors(Path(metrics["hypotheses"]))}
     return sets
+
+
+def _evaluate_replaced_f0(task: RunTask, name: str, replacement: str) -> dict[str, Any]:
+    """One manipulation check of a run on the test set ``name``, scored like its intact evaluation."""
+    from echoasr.experiments import manipulation
+
+    folder = Path(task.folder)
+    source, split = _source(task.test_sets[name])
+    # the run's seed draws the shuffle, so the interval over runs covers the choice of donors too
+    metrics = manipulation.evaluate_replaced_f0(folder, source, replacement, split=split, beams=task.beams,
+                                                threads=task.threads, cache_dir=task.cache_dir, seed=task.seed,
+                                                out=folder / "eval" / f"{name}.f0-{replacement}.tsv",
+                                                **MANIPULATIONS[replacement])
+    return {"wer": metrics["wer"], "cer": metrics["cer"], "utterances": metrics["utterances"],
+            "f0_replacement": metrics["f0_replacement"], **per_utterance_errors(Path(metrics["hypotheses"]))}
 
 
 def per_utterance_errors(tsv: Path) -> dict[str, list]:
@@ -281,7 +344,7 @@ def run_experiment(plan: Plan, data: str | os.PathLike, out: str | os.PathLike, 
         threads = 1
     cache = cache_dir if cache_dir is not None else default_cache_dir(data)
     sets = named_test_sets(data, split, human, tests)
-    tasks = plan_tasks(plan, data, out, seeds, threads, sets, cache)
+    tasks = plan_tasks(plan, data, out, seeds, threads, sets, cache, checked_sets(plan, sets, split))
     start = time.monotonic()
     if report_only:
         finished = [t for t in tasks if (Path(t.folder) / RESULT_FILE).is_file()]
@@ -296,6 +359,7 @@ def run_experiment(plan: Plan, data: str | os.PathLike, out: str | os.PathLike, 
     results = build_results(plan, runs, settings={
         "plan": plan.name, "data": str(data), "split": split, "human": None if human is None else str(human),
         "test_sets": sets,
+        "manipulation_sets": checked_sets(plan, sets, split),
         "seeds": seeds, "parallel": parallel, "threads": threads, "eval_beams": plan.eval_beams,
         "wall_seconds_this_invocation": round(time.monotonic() - start, 1),
         "runs_planned": len(tasks), "runs_finished": len(runs),
