@@ -268,3 +268,24 @@ def test_the_manipulation_check_scores_only_f0_reading_runs_and_resumes(tts_corp
     path.write_text(F0_PLAN + "manipulation_sets: [nowhere]\n")
     with pytest.raises(EchoError, match="manipulation_sets names no test set"):
         run_experiment(load_plan(path), tts_corpus, out, **options)
+
+
+def test_seed_order_runs_every_configuration_of_a_seed_first(tts_corpus, plan, tmp_path):
+    import dataclasses
+
+    sets = named_test_sets(tts_corpus, "test", None)
+    by_configuration = plan_tasks(plan, tts_corpus, tmp_path / "a", 2, None, sets, None)
+    by_seed = plan_tasks(dataclasses.replace(plan, order="seed"), tts_corpus, tmp_path / "b", 2, None, sets, None)
+    assert [(t.configuration, t.seed) for t in by_configuration] == [("plain", 0), ("plain", 1), ("phase", 0), ("phase", 1)]
+    assert [(t.configuration, t.seed) for t in by_seed] == [("plain", 0), ("phase", 0), ("plain", 1), ("phase", 1)]
+    with pytest.raises(EchoError, match="order"):
+        dataclasses.replace(plan, order="random").check()
+
+
+def test_a_model_fed_a_constant_f0_gets_no_manipulation_check():
+    from echoasr.experiments.runner import model_reads_f0
+
+    pitch = {"features": ["mel", "f0"], "rotary_theta_mode": "phase"}
+    assert model_reads_f0(pitch)
+    assert not model_reads_f0({**pitch, "pitch_f0_source": "constant"})
+    assert not model_reads_f0({"features": ["mel"]})

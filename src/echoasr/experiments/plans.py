@@ -31,6 +31,8 @@ The analysis is stated in the plan, before it runs (pre-registration)::
         margin: 0.02             # default: the plan's
     manipulation_sets: [human]   # f0 replaced at test time on runs that read f0 (default: the
                                  # corpus split; [] = none), reported as the manipulation check
+    order: seed                  # runs seed by seed (every configuration of seed 0 first), so an
+                                 # interrupted grid is balanced; default: configuration by configuration
 
 Every contrast of a family is tested on each of its sets on the primary metric; a comparison in no
 family is reported as exploratory, without a verdict.
@@ -69,6 +71,7 @@ class Configuration:
 
 METRICS = ("wer", "cer")
 DEFAULT_MARGIN = 0.01  # 1 error-rate point
+ORDERS = ("configuration", "seed")
 
 
 @dataclass
@@ -95,6 +98,7 @@ class Plan:
     families: list[Family] = field(default_factory=list)  # empty: one family per question
     # test sets of the f0 manipulation check (runs that read f0); None: the corpus split, []: none
     manipulation_sets: list[str] | None = None
+    order: str = "configuration"  # run order: every seed of a configuration, or ("seed") every configuration of a seed
 
     def configuration(self, name: str) -> Configuration:
         for configuration in self.configurations:
@@ -137,6 +141,8 @@ class Plan:
                 self.train_config(configuration, 0)
             except EchoError as error:
                 raise EchoError(f"configuration {configuration.name}: {error}", source) from None
+        if self.order not in ORDERS:
+            raise EchoError(f"order must be one of {list(ORDERS)}", source)
         if self.primary_metric not in METRICS:
             raise EchoError(f"primary_metric must be one of {list(METRICS)}", source)
         if not 0 < self.alpha < 0.5:
@@ -270,7 +276,7 @@ def load_plan(name_or_file: str | os.PathLike) -> Plan:
     if not isinstance(document, dict) or not isinstance(document.get("configurations"), list):
         raise EchoError("a plan file needs a list under configurations:", path)
     unknown = set(document) - {"name", "preset", "train", "eval_beams", "seeds", "configurations", "primary_metric",
-                               "alpha", "equivalence_margin", "families", "manipulation_sets"}
+                               "alpha", "equivalence_margin", "families", "manipulation_sets", "order"}
     if unknown:
         raise EchoError(f"unknown plan key(s) {sorted(unknown)}", path)
     configurations = []
@@ -292,6 +298,7 @@ def load_plan(name_or_file: str | os.PathLike) -> Plan:
                 primary_metric=str(document.get("primary_metric", "cer")), alpha=float(document.get("alpha", 0.05)),
                 equivalence_margin=float(document.get("equivalence_margin", DEFAULT_MARGIN)),
                 families=[_family(entry, path) for entry in document.get("families") or []],
-                manipulation_sets=None if checks is None else [str(name) for name in checks])
+                manipulation_sets=None if checks is None else [str(name) for name in checks],
+                order=str(document.get("order", "configuration")))
     plan.check(str(path))
     return plan

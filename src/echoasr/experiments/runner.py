@@ -94,26 +94,30 @@ def checked_sets(plan: Plan, sets: dict[str, str], split: str) -> list[str]:
 
 def model_reads_f0(model: dict[str, Any]) -> bool:
     """Whether a model (its options, as in a TrainConfig) reads f0: as an input stem or through a
-    pitch mechanism (rotary phase or radius, pitch bias); a plain model's output cannot change
-    when f0 is replaced, so it gets no manipulation check."""
+    pitch mechanism (rotary phase or radius, pitch bias), with its f0 as measured; a plain model's
+    output, or one fed a constant f0 (``pitch_f0_source``), cannot change when f0 is replaced, so
+    it gets no manipulation check."""
     from echoasr.model import EchoConfig
     from echoasr.processor import model_features
 
-    return "f0" in model_features(EchoConfig(vocab_size=64, **model))
+    config = EchoConfig(vocab_size=64, **model)
+    return "f0" in model_features(config) and config.pitch_f0_source == "measured"
 
 
 def plan_tasks(plan: Plan, data, out: Path, seeds: int, threads: int | None, sets: dict[str, str],
                cache_dir, manipulation_sets: list[str] = ()) -> list[RunTask]:
     """``manipulation_sets``: the sets (names in ``sets``) every f0-reading run is checked on."""
     tasks = []
-    for configuration in plan.configurations:
-        for seed in range(seeds):
-            config = plan.train_config(configuration, seed, threads)
-            folder = run_folder(out, configuration.name, seed)
-            _check_same_config(folder, config.to_dict())
-            checks = list(manipulation_sets) if model_reads_f0(config.model) else []
-            tasks.append(RunTask(configuration.name, seed, str(folder), str(data), config.to_dict(), sets,
-                                 plan.eval_beams, threads, None if cache_dir is None else str(cache_dir), checks))
+    pairs = [(c, seed) for c in plan.configurations for seed in range(seeds)]
+    if plan.order == "seed":
+        pairs.sort(key=lambda pair: pair[1])  # stable: configurations in plan order within a seed
+    for configuration, seed in pairs:
+        config = plan.train_config(configuration, seed, threads)
+        folder = run_folder(out, configuration.name, seed)
+        _check_same_config(folder, config.to_dict())
+        checks = list(manipulation_sets) if model_reads_f0(config.model) else []
+        tasks.append(RunTask(configuration.name, seed, str(folder), str(data), config.to_dict(), sets,
+                             plan.eval_beams, threads, None if cache_dir is None else str(cache_dir), checks))
     return tasks
 
 
