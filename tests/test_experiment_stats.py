@@ -225,3 +225,14 @@ def test_verdict_wording():
     assert verdict(0.03, 0.01, 0.9, 0.01, 0.02).text.startswith("**more errors**")
     assert verdict(0.001, 0.6, 0.01, 0.01, 0.004).text == "no effect larger than 1 points"
     assert verdict(0.001, 0.6, 0.2, 0.01, 0.034).text == "inconclusive (MDE 3.4 points)"
+
+
+def test_seeds_needed_is_the_first_size_whose_mde_reaches_the_target():
+    from echoasr.experiments.stats import minimum_detectable_effect, seeds_needed
+
+    sd, target = 0.004, 0.005
+    n = seeds_needed(sd, target)
+    assert minimum_detectable_effect(sd / n ** 0.5, n - 1) <= target < minimum_detectable_effect(sd / (n - 1) ** 0.5, n - 2)
+    assert n == 8  # the normal approximation ((1.96 + 0.84) x 0.8)^2 = 5.0 seeds; the t tails add three
+    assert seeds_needed(0.001, 0.005) == 3  # a small spread: 3 seeds already (2 seeds, one df, never)
+    assert seeds_needed(0.05, 0.005, maximum=20) is None

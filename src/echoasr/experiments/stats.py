@@ -301,6 +301,17 @@ def minimum_detectable_effect(standard_error: float, freedom: float, alpha: floa
     return float(multiple * standard_error)
 
 
+def seeds_needed(difference_sd: float, target_effect: float, alpha: float = 0.05, target_power: float = 0.8,
+                 minimum: int = 2, maximum: int = 100) -> int | None:
+    """The fewest seeds whose seed-paired t test (standard error ``difference_sd / sqrt(n)``, n - 1
+    degrees of freedom) has a minimum detectable effect <= ``target_effect``: the size of a plan
+    from a pilot's spread of per-seed differences. None when even ``maximum`` seeds do not reach it."""
+    for seeds in range(max(minimum, 2), maximum + 1):
+        if minimum_detectable_effect(difference_sd / np.sqrt(seeds), seeds - 1, alpha, target_power) <= target_effect:
+            return seeds
+    return None
+
+
 @dataclass
 class Verdict:
     label: str  # "fewer errors", "more errors", "equivalent" or "inconclusive"
