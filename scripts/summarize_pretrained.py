@@ -1,0 +1,137 @@
+"""Reports of issue 22's plan (scripts/pretrained-plan) into reports/pretrained/.
+
+    summarize_pretrained.py mixing OUT   # the game's share chosen on dev -> OUT/mixing/choice.json, mixing.md
+    summarize_pretrained.py report OUT   # the plan's report + the zero-shot floor + the plan's size from the pilot
+
+Every number is read from the run folders under OUT; nothing is typed in.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from echoasr import atomic
+from echoasr.experiments.plans import load_plan
+from echoasr.experiments.stats import seeds_needed
+
+REPORTS = Path("reports/pretrained")
+PLAN = "conf/plans/pretrained.yaml"
+SET_LABELS = {"fotaq_test": "game test characters", "human": "Asterisk prompts", "test_unseen": "held-out voices"}
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def mixing(out: Path) -> None:
+    rows, choice = [], None
+    for run in sorted((out / "mixing").glob("share*")):
+        share = float(run.name.removeprefix("share"))
+        game, synth = _read(run / "eval" / "fotaq_dev.json"), _read(run / "eval" / "synth_dev.json")
+        summary = _read(run / "train_summary.json") or {}
+        if game is None:
+            continue
+        rows.append((share, game, synth, summary))
+        if choice is None or game["wer"] < choice[1]["wer"]:
+            choice = (share, game)
+    if choice is None:
+        sys.exit(f"{out / 'mixing'}: no finished mixing run yet")
+    lines = ["# The game's share of the training hours, chosen on dev", "",
+             "ft-all (every pitch mechanism, adapters on the frozen backbone), seed 0, 300 steps each; greedy "
+             "decoding of every utterance of the game's dev characters (the choice) and of the synthetic dev "
+             "set (shown, not used). `scripts/pretrained-plan mixing`.", "",
+             "| game share | game dev WER / CER | synthetic dev WER / CER | train min |", "|---|---|---|---|"]
+    for share, game, synth, summary in rows:
+        synth_cell = f"{100 * synth['wer']:.1f}% / {100 * synth['cer']:.1f}%" if synth else "-"
+        minutes = f"{summary['train_seconds'] / 60:.1f}" if summary.get("train_seconds") else "-"
+        lines.append(f"| {share:g} | {100 * game['wer']:.1f}% / {100 * game['cer']:.1f}% ({game['utterances']} utt.) "
+                     f"| {synth_cell} | {minutes} |")
+    lines += ["", f"Chosen: **{choice[0]:g}** (lowest game dev WER)."]
+    atomic.write_text(out / "mixing" / "choice.json", json.dumps({"share": choice[0], "fotaq_dev_wer": choice[1]["wer"]}) + "\n")
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(REPORTS / "mixing.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def _references(out: Path) -> list[str]:
+    lines = ["## The floor: the backbone as it ships", "",
+             "Whisper base zero-shot (faster-whisper, padded to 30 s as Whisper runs, beam 5) and pocketsphinx on "
+             "every utterance of the same sets (`scripts/pretrained-plan references`).", "",
+             "| test set | Whisper base WER / CER | pocketsphinx WER / CER |", "|---|---|---|"]
+    for name, label in SET_LABELS.items():
+        result = _read(out / "references" / f"{name}.json")
+        if result is None:
+            lines.append(f"| {label} | not run | not run |")
+            continue
+        cells = []
+        for recogniser in ("whisper-base", "pocketsphinx"):
+            r = result["references"][recogniser]
+            cells.append(f"{100 * r['wer']:.1f}% / {100 * r['cer']:.1f}%")
+        lines.append(f"| {label} ({result['utterances']}) | {' | '.join(cells)} |")
+    return lines
+
+
+def _sizing(results: dict) -> list[str]:
+    """Seeds the plan needs for an MDE <= its margin on the primary set, from the observed spread of
+    per-seed differences (Holm's first step: alpha / contrasts of the family)."""
+    plan = load_plan(PLAN)
+    metric = plan.primary_metric
+    by_run = {(r["configuration"], r["seed"]): r for r in results["runs"]}
+    lines = ["## How many seeds the plan needs", "",
+             f"From the spread of the per-seed differences seen so far (seed-paired {metric.upper()}), the seeds "
+             f"for a minimum detectable effect of {100 * plan.equivalence_margin:.2g} points at 80% power, "
+             f"at alpha / contrasts (Holm's strictest step).", "",
+             "| family | contrast | set | seed pairs | SD of differences (points) | seeds needed |", "|---|---|---|---|---|---|"]
+    for family in plan.analysis_families():
+        sets = family.sets or list(SET_LABELS)
+        alpha = plan.alpha / (len(family.contrasts) * len(sets))
+        for baseline, system in family.contrasts:
+            for set_name in sets:
+                seeds = sorted(s for (c, s) in by_run if c == system and (baseline, s) in by_run)
+                differences = [by_run[(system, s)]["sets"][set_name][metric] - by_run[(baseline, s)]["sets"][set_name][metric]
+                               for s in seeds if set_name in by_run[(system, s)]["sets"]]
+                if len(differences) < 2:
+                    lines.append(f"| {family.name} | {system} vs {baseline} | {set_name} | {len(differences)} | - | - |")
+                    continue
+                sd = float(np.std(differences, ddof=1))
+                needed = seeds_needed(sd, family.margin or plan.equivalence_margin, alpha, maximum=50)
+                lines.append(f"| {family.name} | {system} vs {baseline} | {set_name} | {len(differences)} | {100 * sd:.2f} "
+                             f"| {needed if needed else '> 50'} |")
+    return lines
+
+
+def report(out: Path) -> None:
+    plan_out = out / "plan"
+    results = _read(plan_out / "results.json")
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    lines = ["# Issue 22's plan: Echo on Whisper base, pitch or not", "",
+             f"The plan: [`{PLAN}`](../../{PLAN}), written before its runs. The runner's report: [report.md](report.md) "
+             "(verdicts, families, manipulation checks); per-utterance errors of every run: `utterances.tsv.gz`.", ""]
+    if results is not None:
+        settings = results["settings"]
+        lines += [f"Runs finished: {settings['runs_finished']} of {settings['runs_planned']}; "
+                  f"missing: {', '.join(settings['runs_missing']) or 'none'}.", ""]
+        for name in ("report.md", "results.json", "utterances.tsv.gz"):
+            if (plan_out / name).is_file():
+                shutil.copyfile(plan_out / name, REPORTS / name)
+        for plot in (plan_out / "plots").glob("*.png") if (plan_out / "plots").is_dir() else []:
+            (REPORTS / "plots").mkdir(exist_ok=True)
+            shutil.copyfile(plot, REPORTS / "plots" / plot.name)
+    lines += _references(out) + [""]
+    if results is not None:
+        lines += _sizing(results) + [""]
+    if (REPORTS / "mixing.md").is_file():
+        lines += ["The training data's mix was chosen on dev first: [mixing.md](mixing.md).", ""]
+    atomic.write_text(REPORTS / "README.md", "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] not in ("mixing", "report"):
+        sys.exit(__doc__)
+    {"mixing": mixing, "report": report}[sys.argv[1]](Path(sys.argv[2]))
