@@ -54,8 +54,8 @@ def main() -> int:
         scratch = Path(scratch)
         results = {
             "engines_only_serial": timed(engines_only, jobs, scratch / "a"),
-            "pipeline_serial": timed(corpus._render_all, jobs, scratch / "b", 1, False),
-            "pipeline_parallel": timed(corpus._render_all, jobs, scratch / "c", args.workers, False),
+            "pipeline_serial": timed(corpus.render_all, jobs, scratch / "b", 1, False),
+            "pipeline_parallel": timed(corpus.render_all, jobs, scratch / "c", args.workers, False),
         }
         hours = sum(soundfile.info(str(p)).duration for p in (scratch / "c").rglob("*.wav")) / 3600
     serial, parallel = results["pipeline_serial"], results["pipeline_parallel"]

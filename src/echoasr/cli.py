@@ -429,7 +429,7 @@ def _add_experiment_command(subparsers) -> None:
         "per comparison) and OUT/plots/. Rerun the same command to resume: finished runs are skipped, "
         "a killed run continues from its latest checkpoint.",
     )
-    parser.add_argument("--plan", required=True, metavar="quick|full|FILE.yaml", help="built-in plan or a plan file")
+    parser.add_argument("--plan", required=True, metavar="quick|full|tones|FILE.yaml", help="built-in plan or a plan file")
     parser.add_argument("--data", required=True, metavar="DIR", help="corpus folder (train, dev and the test split)")
     parser.add_argument("--out", required=True, metavar="DIR", help="experiment folder (runs, results, report)")
     parser.add_argument("--human", metavar="MANIFEST", help="also evaluate on this human-speech manifest")
@@ -497,6 +497,15 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
                        help="extra training copies at these speeds, e.g. 0.9,1.1")
     synth.set_defaults(handler=_data_synth)
 
+    tones = actions.add_parser("tones", help="Mandarin syllables with tones (espeak-ng pinyin): the pitch positive control")
+    tones.add_argument("--out", required=True, help="corpus folder (resumed if it holds the same corpus)")
+    tones.add_argument("--utterances", type=int, default=2750, help="total over all splits (default 2750)")
+    tones.add_argument("--seed", type=int, default=0)
+    tones.add_argument("--eval-size", type=int, default=None,
+                       help="utterances in each of dev/test_seen/test_unseen (default 1 in 11, 2..250)")
+    tones.add_argument("--workers", type=int, default=None, help="parallel renders (default: all cores)")
+    tones.set_defaults(handler=_data_tones)
+
     human = actions.add_parser("human", help="the human test set (Asterisk prompts, Debian packages)")
     human.add_argument("--out", required=True)
     human.add_argument("--limit", type=int, default=None, help="only the first N clean prompts")
@@ -548,6 +557,18 @@ def _data_synth(args: argparse.Namespace) -> int:
               f"{len(counts['speakers'])} speakers")
     print(f"held-out speakers (test_unseen only): {', '.join(summary['held_out_speakers'])}")
     print(f"{args.out}: {summary['hours']:.2f} h of audio in {time.monotonic() - start:.0f} s")
+    return 0
+
+
+def _data_tones(args: argparse.Namespace) -> int:
+    from echoasr.data.tones import build_tones_corpus
+
+    summary = build_tones_corpus(args.out, args.utterances, seed=args.seed, eval_size=args.eval_size,
+                                 workers=args.workers)
+    for split, counts in summary["splits"].items():
+        print(f"{split:12s} {counts['utterances']:6d} utterances {counts['syllables']:6d} syllables "
+              f"{counts['hours']:6.2f} h {len(counts['speakers'])} speakers")
+    print(f"held-out speakers (test_unseen only): {', '.join(summary['held_out_speakers'])}")
     return 0
 
 

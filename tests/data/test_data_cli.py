@@ -25,3 +25,8 @@ def test_user_mistakes_are_one_line_errors(tmp_path, capsys):
     (tmp_path / "m.tsv").write_text("path\ttext\nnone.wav\thi\n")
     assert main(["data", "info", str(tmp_path / "m.tsv")]) == 2
     assert "no usable utterances" in capsys.readouterr().err
+
+
+def test_data_tones_size_mistake_is_a_one_line_error(tmp_path, capsys):
+    assert main(["data", "tones", "--out", str(tmp_path / "t"), "--utterances", "6"]) == 2
+    assert capsys.readouterr().err.startswith("echoasr: error: --utterances 6 leaves no training data")

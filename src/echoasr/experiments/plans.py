@@ -55,6 +55,7 @@ QUESTIONS = {
     "f0": "How should f0 enter the input stem (raw Hz, per-utterance log z-score, voicing only)?",
     "position": "Can pitch enter the positional encoding or the attention scores usefully?",
     "seed": "The original (seed) configuration against the plain model.",
+    "control": "Positive control: does the pitch pathway work where pitch carries the label (Mandarin tones)?",
 }
 
 
@@ -236,7 +237,28 @@ def _full() -> Plan:
     )
 
 
-BUILTIN_PLANS = {"quick": _quick, "full": _full}
+def _tones() -> Plan:
+    """The positive control on the Mandarin tones corpus (``echoasr data tones``, docs/experiments.md)."""
+    c = _configuration
+    return Plan(
+        name="tones", preset="tiny",
+        # Sized for ~3-4 min per run at one thread: 0.065 s per step of the tiny preset on this
+        # corpus (0.09-0.11 on a loaded machine), ~6 s of set-up, ~12 s of greedy decoding per test
+        # set. At 700 steps all-pitch was already at 1% dev WER and plain at 44%.
+        train=dict(max_steps=2000, max_minutes=None, eval_steps=1000, save_steps=500, logging_steps=50, dev_limit=40,
+                   batch_frames=6000, learning_rate=3e-3, warmup_steps=100),
+        eval_beams=1,
+        primary_metric="wer",  # a word is a syllable with its tone: WER counts syllable and tone errors
+        configurations=[
+            c("plain", "control", PLAIN_MODEL, description="mel input, plain RoPE"),
+            c("mel+f0", "control", MEL_F0, "plain", "mel + f0 (log z) input stems, plain RoPE"),
+            c("all-pitch", "control", PITCH_MODEL, "plain", "mel + f0, phase, bounded radius, pitch bias"),
+        ],
+        families=[Family("tones", [("plain", "mel+f0"), ("plain", "all-pitch")], sets=["test_unseen", "test_seen"])],
+    )
+
+
+BUILTIN_PLANS = {"quick": _quick, "full": _full, "tones": _tones}
 
 
 def parse_contrast(text: str, source: str | os.PathLike = "plan") -> tuple[str, str]:

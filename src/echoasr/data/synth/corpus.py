@@ -241,7 +241,7 @@ def build_corpus(out: str | os.PathLike, utterances: int, seed: int = 0, workers
     sentence_digest = hashlib.sha256("\n".join(s.text for s in sentences).encode()).hexdigest()[:16]
     header = {"settings": asdict(settings), "sentences": {"count": len(sentences), "sha256": sentence_digest}}
     header = json.loads(json.dumps(header))  # tuples as lists, as corpus.json will hold them
-    _claim_folder(root, header)
+    claim_folder(root, header)
     jobs = plan_corpus(settings, sentences)
     check_tools(list({job.voice.name: job.voice for job in jobs}.values()), channels=settings.channels)
     atomic.write_text(root / "corpus.json", json.dumps({**header, "complete": False}, indent=1) + "\n")
@@ -251,10 +251,10 @@ def build_corpus(out: str | os.PathLike, utterances: int, seed: int = 0, workers
     pending = [job for job in jobs if not (root / job.path).is_file()]
     if len(pending) < len(jobs):
         log.info("%d of %d utterances already rendered", len(jobs) - len(pending), len(jobs))
-    workers = workers or _cpu_count()
+    workers = workers or cpu_count()
     # The babble pool first: the other utterances mix it in.
-    _render_all([job for job in pending if job.split == "babble"], root, workers, progress, "babble pool")
-    _render_all([job for job in pending if job.split != "babble"], root, workers, progress, "synthesising")
+    render_all([job for job in pending if job.split == "babble"], root, workers, progress, "babble pool")
+    render_all([job for job in pending if job.split != "babble"], root, workers, progress, "synthesising")
 
     jobs = [job for job in jobs if job.split != "babble"]
     durations = {job.id: soundfile.info(str(root / job.path)).duration for job in jobs}
@@ -287,7 +287,7 @@ def render_record(job: Job) -> dict:
     return record
 
 
-def _claim_folder(root: Path, header: dict) -> None:
+def claim_folder(root: Path, header: dict) -> None:
     """Refuse to mix two corpora in one folder; a folder with the same settings is resumed."""
     corpus_json = root / "corpus.json"
     if corpus_json.is_file():
@@ -303,7 +303,7 @@ def _claim_folder(root: Path, header: dict) -> None:
     root.mkdir(parents=True, exist_ok=True)
 
 
-def _render_all(jobs: list[Job], root: Path, workers: int, progress: bool, description: str) -> None:
+def render_all(jobs: list[Job], root: Path, workers: int, progress: bool, description: str) -> None:
     if not jobs:
         return
     from tqdm import tqdm
@@ -361,7 +361,7 @@ def _describe(jobs: list[Job], durations: dict[str, float], settings: SynthSetti
     }
 
 
-def _cpu_count() -> int:
+def cpu_count() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
