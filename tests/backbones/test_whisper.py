@@ -121,7 +121,7 @@ def _fake_wheels(tmp_path: Path, monkeypatch, folder: Path, tokenizer_json: str,
 
 
 def test_backbone_folder_is_built_once_and_loads(tiny_whisper, tmp_path, monkeypatch):
-    from echoasr.processor import load_pretrained
+    from echoasr.loading import load_pretrained
 
     hf, folder, tokenizer_json, ct2_config = tiny_whisper
     _fake_wheels(tmp_path, monkeypatch, folder, tokenizer_json, ct2_config)
@@ -199,7 +199,7 @@ def test_whisper_base_equals_faster_whisper_on_real_speech(tmp_path, monkeypatch
     import ctranslate2
     from faster_whisper.feature_extractor import FeatureExtractor
 
-    from echoasr.processor import load_pretrained
+    from echoasr.loading import load_pretrained
     from echoasr.references import whisper_model_dir
 
     monkeypatch.setenv("ECHOASR_CACHE", str(tmp_path / "cache"))
