@@ -252,3 +252,28 @@ def test_delta_export_needs_a_run_on_a_named_backbone(initial_folder, tmp_path):
     """A folder with no recipe naming a backbone: its delta would have nothing to compose with."""
     with pytest.raises(EchoError, match="--delta needs a run fine-tuned from a named backbone"):
         export_model(initial_folder, tmp_path / "out", delta=True)
+
+
+def test_a_delta_can_start_another_fine_tune(lora_run, tmp_path):
+    """`--init DELTA`: the composed weights, adapters included, are the initial model's."""
+    from echoasr.training import InitialModel
+
+    run, _, _ = lora_run
+    out = tmp_path / "delta"
+    export_model(run, out, dtype="fp32", delta=True)
+    initial = InitialModel.load(str(out), {})
+    model = EchoForConditionalGeneration(initial.config)
+    loaded = initial.load_into(model)
+    assert loaded == {name for name, _ in model.named_parameters()}
+    trained = load_file(run / "model.safetensors")
+    assert all(torch.equal(tensor, trained[name]) for name, tensor in model.state_dict().items())
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"adapter_rank": 4, "adapter_targets": ["encoder.mlp"]}, "unknown adapter target"),
+    ({"adapter_rank": -1}, "adapter_rank must be >= 0"),
+    ({"adapter_rnak": 4}, "unknown option"),
+])
+def test_adapter_options_are_checked(options, message):
+    with pytest.raises(ValueError, match=message):
+        EchoConfig(**options)
