@@ -88,7 +88,6 @@ class LoRALinear(nn.Linear):
             plain.weight.copy_(self.weight.float() + self.delta_weight().float())
             if self.bias is not None:
                 plain.bias.copy_(self.bias)
-        plain.weight.requires_grad_(self.weight.requires_grad)
         return plain
 
     def extra_repr(self) -> str:

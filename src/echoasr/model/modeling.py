@@ -264,15 +264,16 @@ class EchoForConditionalGeneration(EchoPreTrainedModel, GenerationMixin):
     # ------------------------------------------------------------- reporting
 
     def parameter_counts(self) -> dict[str, int]:
-        """Trainable parameter counts per part of the model (pitch parameters listed apart)."""
+        """Trainable parameter counts per part of the model (pitch parameters and adapters listed apart)."""
         pitch_types = (PitchBiasScale, CrossPitchBias, PitchRotary)
         pitch_ids = {id(p) for m in self.modules() if isinstance(m, pitch_types) for p in m.parameters()}
         adapter_ids = {id(p) for m in self.modules() if isinstance(m, LoRALinear) for p in (m.lora_down, m.lora_up)}
+        counted_apart = pitch_ids | adapter_ids
 
         def count(module: nn.Module | None) -> int:
             if module is None:
                 return 0
-            return sum(p.numel() for p in module.parameters() if id(p) not in pitch_ids | adapter_ids)
+            return sum(p.numel() for p in module.parameters() if id(p) not in counted_apart)
 
         encoder = self.encoder
         counts = {f"encoder.stem.{name}": count(stem) for name, stem in encoder.stems.items()}
