@@ -126,7 +126,7 @@ def decode_all(decoder, features: list[dict], batch: int) -> tuple[list[str], fl
 def benchmark_model(model_path: str, utterances: list, lm: str | None, batches: list[int], threads: int) -> tuple[dict, dict]:
     from echoasr.decoding import DecodingOptions, SpeechDecoder, resolve_options
     from echoasr.evaluation import model_inputs, score
-    from echoasr.processor import load_pretrained
+    from echoasr.loading import load_pretrained
 
     models = {"fp32": load_pretrained(model_path, device="cpu")[0], "int8": load_pretrained(model_path, int8=True)[0]}
     _, processor = load_pretrained(model_path, device="cpu")

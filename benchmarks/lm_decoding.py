@@ -30,7 +30,7 @@ from echoasr.data.featurize import SpeechDataset, extract_features
 from echoasr.decoding import DecodingOptions, SpeechDecoder, decode_transcripts, resolve_options
 from echoasr.evaluation import DEFAULT_BATCH_FRAMES, score
 from echoasr.lm.arpa import default_lm
-from echoasr.processor import load_pretrained
+from echoasr.loading import load_pretrained
 
 
 def random_model(preset: str):

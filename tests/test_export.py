@@ -20,7 +20,8 @@ from echoasr.decoding import resolve_options
 from echoasr.errors import EchoError
 from echoasr.export import export_model
 from echoasr.model import EchoConfig, EchoForConditionalGeneration
-from echoasr.processor import SpeechProcessor, load_pretrained
+from echoasr.loading import load_pretrained
+from echoasr.processor import SpeechProcessor
 from echoasr.text.tokenizers import BASE_ALPHABET, CharTokenizer
 
 # Largest |logit| difference between the float32 model and its float16 export (loaded as float32),

@@ -11,7 +11,8 @@ import torch
 from echoasr.audio import SAMPLE_RATE
 from echoasr.cli import main
 from echoasr.model import EchoConfig, EchoForConditionalGeneration
-from echoasr.processor import SpeechProcessor, load_pretrained
+from echoasr.loading import load_pretrained
+from echoasr.processor import SpeechProcessor
 from echoasr.text.tokenizers import BASE_ALPHABET, CharTokenizer
 
 

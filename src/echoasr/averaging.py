@@ -40,7 +40,9 @@ def average_state_dicts(paths: Sequence[str | os.PathLike]) -> dict:
             raise EchoError("checkpoints of different models cannot be averaged", path)
     averaged = {}
     for name, newest in states[-1].items():
-        if newest.is_floating_point():
+        # A tensor every checkpoint shares (a frozen weight) stays bit-exact: a float mean of equal
+        # values can be an ulp off, and a delta export would then count it as trained.
+        if newest.is_floating_point() and not all(torch.equal(state[name], newest) for state in states):
             mean = torch.stack([state[name].float() for state in states]).mean(0)
             averaged[name] = mean.to(newest.dtype).contiguous()
         else:

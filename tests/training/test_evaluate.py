@@ -151,7 +151,7 @@ def test_evaluate_loads_a_checkpoint_and_ctc_greedy(trained_run, tts_corpus, cap
 
     from echoasr.audio import load_audio
     from echoasr.data import load_dataset_any
-    from echoasr.processor import load_pretrained
+    from echoasr.loading import load_pretrained
     from echoasr.text import normalize
 
     model, processor = load_pretrained(run / "checkpoint-15")

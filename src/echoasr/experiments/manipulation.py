@@ -156,7 +156,7 @@ def evaluate_replaced_f0(model_path: str | os.PathLike, data: str | os.PathLike,
     from echoasr.decoding import resolve_options
     from echoasr.evaluation import (decode_chunks, load_test_set, model_inputs, score, torch_threads,
                                     write_hypotheses)
-    from echoasr.processor import load_pretrained
+    from echoasr.loading import load_pretrained
 
     utterances = load_test_set(data, split)
     with torch_threads(threads):

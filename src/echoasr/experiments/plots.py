@@ -156,7 +156,7 @@ def draw_utterance(pitch_run: Path, plain_run: Path, utterance, path: Path) -> P
     encoder layer's attention map of both models, for one utterance."""
     from echoasr.data import read_audio
     from echoasr.model.pitch import pitch_track
-    from echoasr.processor import load_pretrained
+    from echoasr.loading import load_pretrained
 
     audio = read_audio(utterance)
     panels = {}

