@@ -92,7 +92,7 @@ def test_backbone_demo_fine_tunes_both_presets_scores_fixed_subsets_and_reuses(s
     first = capsys.readouterr().out
     assert stand_ins["backbone"] == ["whisper-base"] and stand_ins["corpus"] == [400]
     # pitch first, then plain, one process with 2 threads each, the game mixed in at half the hours
-    assert [name for name, _ in stand_ins["train"]] == ["whisper-base-pitch", "whisper-base"]
+    assert [name for name, _ in stand_ins["train"]] == ["whisper-base-lora-pitch", "whisper-base-lora-plain"]
     for _, config in stand_ins["train"]:
         assert config.max_steps == 120 and config.threads == 2 and config.bf16
         assert config.mix == {str(out / "data" / "fotaq"): 0.5} and config.eval_steps == 120
@@ -104,7 +104,7 @@ def test_backbone_demo_fine_tunes_both_presets_scores_fixed_subsets_and_reuses(s
     assert {u.speaker for u in subset} == {"TRADER_BOB", "MARY_LOU", "FAYE"}
     subsets = ("test.demo4.tsv", "human.demo4.tsv")
     scored = {(model and model.name, data.rsplit("/", 1)[-1], refs) for model, data, beams, refs in stand_ins["evaluate"]}
-    assert scored == {(run, manifest, ()) for run in ("whisper-base-pitch", "whisper-base") for manifest in subsets} | \
+    assert scored == {(run, manifest, ()) for run in ("whisper-base-lora-pitch", "whisper-base-lora-plain") for manifest in subsets} | \
         {(None, manifest, ("pocketsphinx", "whisper-base")) for manifest in subsets}
     assert {beams for model, _, beams, _ in stand_ins["evaluate"] if model is not None} == {1}  # greedy
     results = json.loads((out / "results.json").read_text())
@@ -112,8 +112,8 @@ def test_backbone_demo_fine_tunes_both_presets_scores_fixed_subsets_and_reuses(s
     assert results["subsets"]["fotaq_test"]["utterances"] == 4 and results["subsets"]["fotaq_test"]["of"] == 10
     table = (out / "results.md").read_text()
     assert "| fotaq_test (4 of 10 utterances) |" in table and "| human (4 of 9 utterances) |" in table
-    assert "pitch (whisper-base-pitch) WER / CER" in table and "Whisper base WER / CER" in table
-    assert "not parameter-matched" in table and "greedy" in table and table.strip() in first
+    assert "pitch (whisper-base-lora-pitch) WER / CER" in table and "Whisper base WER / CER" in table
+    assert "the comparison is parameter-matched" in table and "greedy" in table and table.strip() in first
 
     stand_ins["train"].clear()
     stand_ins["evaluate"].clear()

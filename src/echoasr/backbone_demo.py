@@ -9,11 +9,10 @@ pitch, in about 20 minutes on 2 CPU cores (the from-scratch regime: :mod:`echoas
    mixed into training at ``game_share`` of the hours (default 0.5); without the game, training
    uses the synthetic corpus alone and the table has no game row (the demo says so);
 3. a short fine-tune (``max_steps``, default 120, bf16, 2 threads) of the pitch-aware preset
-   (``pitch_preset``, default ``whisper-base-pitch``) and then of the plain one (``plain_preset``,
-   default ``whisper-base``), one after the other: torch with 2 threads on 2 cores, not two
-   processes. The plain preset is the backbone alone, not the pitch preset's modules fed a
-   constant f0 (no such option exists yet), so the two differ in parameters too; the table's
-   notes say so;
+   (``pitch_preset``, default ``whisper-base-lora-pitch``: low-rank adapters on the frozen
+   backbone plus every pitch mechanism) and then of the parameter-matched plain one
+   (``plain_preset``, default ``whisper-base-lora-plain``: the same modules fed a constant f0),
+   one after the other: torch with 2 threads on 2 cores, not two processes;
 4. both models evaluated (greedy by default, no LM: Echo's LM search does not know Whisper's BPE)
    on a fixed subset of the game's test set and of the human set: ``eval_utterances`` (default
    150) spread evenly over each manifest in its order (the game's test manifest is grouped by
@@ -73,8 +72,8 @@ class BackboneDemoSettings:
     out: Path
     utterances: int = 400
     seed: int = 0
-    pitch_preset: str = "whisper-base-pitch"
-    plain_preset: str = "whisper-base"
+    pitch_preset: str = "whisper-base-lora-pitch"
+    plain_preset: str = "whisper-base-lora-plain"
     max_steps: int = 120
     beams: int = 1
     eval_utterances: int = 150
@@ -293,7 +292,10 @@ def results_table(results: dict[str, Any]) -> str:
                      f"{facts['train_seconds'] / 60:.1f} min ({facts['threads']} threads), {data}: "
                      f"{facts['train_utterances']} utterances ({facts['train_hours']:.2f} h)")
     pitch, plain = models.get("pitch"), models.get("plain")
-    if pitch and plain and plain["preset"] == BACKBONE:
+    if pitch and plain and pitch["parameters"] == plain["parameters"]:
+        notes.append(f"- plain ({plain['preset']}) has the pitch model's modules and parameters, fed a constant f0: "
+                     "the comparison is parameter-matched, only the pitch information differs")
+    elif pitch and plain and plain["preset"] == BACKBONE:
         notes.append(f"- plain is the backbone alone ({plain['preset']}), not the pitch model's modules fed a constant "
                      f"f0 (no such option yet): it has {(pitch['parameters'] - plain['parameters']) / 1e6:.2f} M "
                      "parameters fewer, so the comparison is not parameter-matched")

@@ -340,8 +340,8 @@ def _add_demo_command(subparsers) -> None:
     parser.add_argument("--max-steps", type=int, default=None,
                         help="training steps per model (default: 120 backbone, the preset's for scratch)")
     parser.add_argument("--beam", type=int, default=None, help="beam size for evaluation (default: 1 backbone, 8 scratch)")
-    parser.add_argument("--pitch-preset", default=None, help="backbone: the pitch-aware preset (default whisper-base-pitch)")
-    parser.add_argument("--plain-preset", default=None, help="backbone: the plain preset (default whisper-base)")
+    parser.add_argument("--pitch-preset", default=None, help="backbone: the pitch-aware preset (default whisper-base-lora-pitch)")
+    parser.add_argument("--plain-preset", default=None, help="backbone: the parameter-matched plain preset (default whisper-base-lora-plain)")
     parser.add_argument("--eval-utterances", type=int, default=None,
                         help="backbone: utterances of each test set scored, spread over it (default 150)")
     parser.add_argument("--preset", default=None, help="scratch: model preset; the baseline is PRESET-plain (default small)")

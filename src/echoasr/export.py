@@ -2,7 +2,7 @@
 
 The folder is a complete ``save_pretrained`` folder (``config.json``, ``generation_config.json``,
 ``model.safetensors``, ``processor.json``, ``tokenizer/``) with the weights stored in float16 (half
-the size; :func:`echoasr.processor.load_pretrained` loads them back into a float32 model), plus:
+the size; :func:`echoasr.loading.load_pretrained` loads them back into a float32 model), plus:
 
 * ``lm.json`` when the run has tuned LM settings. The general English LM (``lm default``, 45 MB)
   is written as the symbol ``default`` and built on first use on the user's machine; any other

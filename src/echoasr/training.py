@@ -239,6 +239,10 @@ register_preset("whisper-base-lora", PRESETS["whisper-base"].merged({
     "model": WHISPER_LORA, "freeze": ["backbone"], "added_learning_rate": 5e-4,
 }))
 register_preset("whisper-base-lora-pitch", PRESETS["whisper-base-lora"].merged({"model": WHISPER_PITCH_MODEL}))
+# The parameter-matched control of whisper-base-lora-pitch: the same modules and adapters, fed a
+# constant f0 (EchoConfig.pitch_f0_source), so any difference between the two is pitch information.
+register_preset("whisper-base-lora-plain", PRESETS["whisper-base-lora-pitch"].merged(
+    {"model": {**WHISPER_PITCH_MODEL, "pitch_f0_source": "constant"}}))
 # seed: the original design as one configuration (echoasr.model.presets), trained with MaxFactor,
 # at the small preset's budget so that it compares with `small` and `small-plain`.
 register_preset("seed", PRESETS["small"].merged({"model": SEED_OPTIONS, "optimizer": "maxfactor", "learning_rate": 6e-3}))
