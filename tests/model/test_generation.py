@@ -269,3 +269,28 @@ def test_beam_search_equals_exhaustive_search_with_forced_ends(echo, ctc_weight,
         assert got == expected, (seed, got, expected)
         forced_wins += forced
     assert forced_wins > 0  # forced ends are exercised
+
+
+@pytest.mark.parametrize("penalty", [0.0, 1.0])
+def test_nbest_lists_finished_hypotheses_with_their_log_probs(echo, penalty):
+    from echoasr.model.rescoring import sequence_log_probs
+
+    model = well_separated_model(echo)
+    features, lengths = echo.make_features(model.config, [30, 17])
+    options = dict(features=features, feature_lengths=lengths, num_beams=4, max_new_tokens=8, length_penalty=penalty,
+                   ctc_weight=0.0)  # attention alone: its log-probabilities can be recomputed
+    with torch.no_grad():
+        best = model.generate(**options)
+        nbest = model.generate(**options, nbest=3)
+        encoder = model.encode(features, lengths)
+        for b in range(2):
+            assert nbest.sequences[b, 0, : best.shape[1]].tolist() == best[b].tolist()
+            rows = [[t for t in row if t not in (BLANK, EOS)] for row in nbest.sequences[b].tolist()]
+            assert len({tuple(r) for r in rows}) == 3  # three different hypotheses
+            teacher_forced = sequence_log_probs(model, encoder, rows, [b] * 3)
+            assert torch.allclose(nbest.log_probs[b], teacher_forced, atol=1e-4)
+            lengths_with_eos = torch.tensor([len(r) + 1 for r in rows], dtype=torch.float32)
+            assert torch.allclose(nbest.scores[b], teacher_forced / lengths_with_eos**penalty, atol=1e-4)
+            assert nbest.scores[b].tolist() == sorted(nbest.scores[b].tolist(), reverse=True)
+    with pytest.raises(ValueError, match="nbest"):
+        model.generate(**options, nbest=5)

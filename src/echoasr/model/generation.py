@@ -24,7 +24,10 @@ assumes a single input tensor and its own cache classes. Behaviour:
   worst finished one at its current length (Hugging Face's default stopping rule). With one
   beam this is exactly greedy search.
 
-Output: (B, L) ids without the start token, ending with EOS when produced, padded with pad.
+Output: (B, L) ids without the start token, ending with EOS when produced, padded with pad. With
+`nbest` N (at most the beams), the N best finished hypotheses of every utterance instead, with
+their total log-probabilities and ranking scores (:class:`NBestOutput`), for rescoring them
+with what the model does not know (a word LM, in `echoasr.decoding`).
 """
 
 from __future__ import annotations
@@ -304,9 +307,58 @@ def greedy_search(scorer: StepScorer, batch: int, limits: Tensor, max_steps: int
     return _finish(tokens[:, 1:], config.eos_token_id, config.pad_token_id)
 
 
+@dataclass
+class NBestOutput:
+    """The N best hypotheses of every utterance, best first. A slot no hypothesis filled has
+    log-probability and score -inf."""
+
+    sequences: Tensor  # (B, N, L) ids as `generate` writes them: EOS where produced, then pad
+    log_probs: Tensor  # (B, N) sum of the search's token scores, EOS included (joint with CTC when it is)
+    scores: Tensor  # (B, N) what the search ranks by: log_probs / length_norms
+    length_norms: Tensor  # (B, N) tokens (EOS included) ** length_penalty
+
+
+@dataclass
+class BeamResult:
+    """The end of a beam search: K finished hypotheses per utterance (best first) and, for an
+    utterance where none finished, its best running one."""
+
+    finished_tokens: Tensor  # (B, K, max_steps)
+    finished_scores: Tensor  # (B, K) length-normalised
+    finished_log_probs: Tensor  # (B, K)
+    running_tokens: Tensor  # (B, max_steps) the best running hypothesis
+    running_log_probs: Tensor  # (B,)
+    eos: int
+    pad: int
+    length_penalty: float
+
+    def best(self) -> Tensor:
+        """(B, L) the best finished hypothesis, else the best running one."""
+        use_fallback = (self.finished_scores[:, 0] == -math.inf)[:, None]
+        output = torch.where(use_fallback, self.running_tokens, self.finished_tokens[:, 0])
+        return _finish(output, self.eos, self.pad)
+
+    def nbest(self, n: int) -> NBestOutput:
+        batch = self.finished_scores.shape[0]
+        tokens = self.finished_tokens[:, :n]
+        log_probs, scores = self.finished_log_probs[:, :n].clone(), self.finished_scores[:, :n].clone()
+        lengths = ((tokens != self.pad).sum(2)).clamp_min(1).float()
+        none_finished = scores[:, 0] == -math.inf
+        if bool(none_finished.any()):  # as `best`: the best running hypothesis stands in
+            tokens = tokens.clone()
+            tokens[none_finished, 0] = self.running_tokens[none_finished]
+            log_probs[none_finished, 0] = self.running_log_probs[none_finished]
+            lengths[none_finished, 0] = (self.running_tokens[none_finished] != self.pad).sum(1).clamp_min(1).float()
+        norms = lengths**self.length_penalty
+        scores = torch.where(none_finished[:, None] & (torch.arange(n, device=scores.device) == 0),
+                             log_probs / norms, scores)
+        flat = _finish(tokens.reshape(batch * n, -1), self.eos, self.pad)
+        return NBestOutput(flat.view(batch, n, -1), log_probs, scores, norms)
+
+
 def beam_search(
     scorer: StepScorer, batch: int, beams: int, limits: Tensor, max_steps: int, options: dict[str, Any]
-) -> Tensor:
+) -> BeamResult:
     config = scorer.model.config
     eos, pad = config.eos_token_id, config.pad_token_id
     device = limits.device
@@ -320,6 +372,7 @@ def beam_search(
     running = torch.full((batch, beams), -math.inf, device=device)
     running[:, 0] = 0.0  # all beams start identical: expand only the first
     finished_scores = torch.full((batch, beams), -math.inf, device=device)
+    finished_log_probs = torch.full((batch, beams), -math.inf, device=device)
     finished_tokens = torch.full((batch, beams, max_steps), pad, dtype=torch.long, device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     offsets = (torch.arange(batch, device=device) * beams)[:, None]
@@ -341,8 +394,11 @@ def beam_search(
         candidates[:, :, step] = eos
         merged_scores = torch.cat([finished_scores, new_finished], dim=1)
         merged_tokens = torch.cat([finished_tokens, candidates], dim=1)
+        merged_log_probs = torch.cat([finished_log_probs, torch.where(new_finished > -math.inf, top_scores, -math.inf)],
+                                     dim=1)
         finished_scores, keep = merged_scores.topk(beams, dim=1)
         finished_tokens = merged_tokens.gather(1, keep[:, :, None].expand(-1, -1, max_steps))
+        finished_log_probs = merged_log_probs.gather(1, keep)
 
         # The best K non-EOS expansions keep running.
         order = torch.argsort(is_eos.to(torch.int8), dim=1, stable=True)[:, :beams]
@@ -361,11 +417,9 @@ def beam_search(
         if not _any_unfinished(not bool(done.all()), options["synced"], device):
             break
 
-    best_finished = finished_tokens[:, 0]
-    fallback = tokens.view(batch, beams, -1)[:, 0, 1:]  # no hypothesis finished: best running one
-    use_fallback = (finished_scores[:, 0] == -math.inf)[:, None]
-    output = torch.where(use_fallback, fallback, best_finished)
-    return _finish(output, eos, pad)
+    return BeamResult(finished_tokens, finished_scores, finished_log_probs,
+                      running_tokens=tokens.view(batch, beams, -1)[:, 0, 1:], running_log_probs=running[:, 0],
+                      eos=eos, pad=pad, length_penalty=penalty)
 
 
 def _option(name: str, explicit: Any, generation_config: Any, model_config: Any, default: Any) -> Any:
@@ -396,8 +450,9 @@ def generate(
     encoder_outputs: EncoderOutput | None = None,
     generation_config: Any = None,
     synced_gpus: bool = False,
+    nbest: int | None = None,
     **kwargs: Any,
-) -> Tensor:
+) -> Tensor | NBestOutput:
     """Decode a batch. Options left as None come from `generation_config`, then from
     `model.generation_config` (where they can be saved with the model, custom ones such as
     `ctc_weight` included), then defaults: 1 beam, `max_new_tokens` =
@@ -405,7 +460,9 @@ def generate(
     `max_length - 1` new tokens), `max_length_ratio` 1.0, `length_penalty` 1.0, `ctc_weight` =
     `config.decode_ctc_weight` when the model has a CTC head (always 0 without one),
     `ctc_candidates` = max(10, 1.5 * beams), `no_repeat_ngram_size` 0 (off). `token_limits` (B,)
-    caps each utterance's output (EOS included) further."""
+    caps each utterance's output (EOS included) further. `nbest` N (1 to the beams): the N best
+    hypotheses per utterance (:class:`NBestOutput`, from the beam search even with one beam)
+    instead of the best one's ids; the best of them is the hypothesis returned without `nbest`."""
     unknown = set(kwargs) - _IGNORED_KWARGS - set(_DEFAULT_ONLY_KWARGS)
     if unknown:
         raise TypeError(f"generate() got unsupported arguments {sorted(unknown)}")
@@ -420,6 +477,8 @@ def generate(
         return _option(name, explicit, generation_config, model_generation_config, default)
 
     beams = int(option("num_beams", num_beams, 1))
+    if nbest is not None and not 1 <= nbest <= beams:
+        raise ValueError(f"nbest must be between 1 and the beams ({beams}), not {nbest}")
     new_tokens = option("max_new_tokens", max_new_tokens, None)
     if new_tokens is None:
         total = option("max_length", max_length, None)
@@ -448,7 +507,9 @@ def generate(
         torch.distributed.all_reduce(longest, op=torch.distributed.ReduceOp.MAX)
     max_steps = int(longest.item())
 
-    return _search(model, encoder_outputs, beams, limits, max_steps, use_cache, weight, candidates, options, beams == 1)
+    greedy = beams == 1 and nbest is None
+    return _search(model, encoder_outputs, beams, limits, max_steps, use_cache, weight, candidates, options, greedy,
+                   nbest)
 
 
 def _search(
@@ -462,10 +523,12 @@ def _search(
     ctc_candidates: int,
     options: dict[str, Any],
     greedy: bool,
-) -> Tensor:
+    nbest: int | None = None,
+) -> Tensor | NBestOutput:
     batch = encoder.hidden.shape[0]
     expanded = encoder.expand(beams) if beams > 1 else encoder
     scorer = StepScorer(model, expanded, max_steps, use_cache, ctc_weight, ctc_candidates)
     if greedy:
         return greedy_search(scorer, batch, limits, max_steps, options)
-    return beam_search(scorer, batch, beams, limits, max_steps, options)
+    result = beam_search(scorer, batch, beams, limits, max_steps, options)
+    return result.best() if nbest is None else result.nbest(nbest)
