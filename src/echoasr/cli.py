@@ -168,8 +168,13 @@ def _add_decoding_options(parser: argparse.ArgumentParser, references: bool = Fa
                         help="dynamic int8 quantisation of the Linear layers (CPU; faster, slightly less accurate)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--lm", default=None, metavar="PATH|none|default",
-                        help="word LM (ARPA) for CTC beam search + attention rescoring; 'none': off, 'default': "
-                        "the general English model (default: the LM tuned for the model, if any)")
+                        help="word LM (ARPA) for CTC beam search + attention rescoring, or, for a model without "
+                        "a CTC head or with a BPE tokenizer (Whisper backbones), rescoring the attention beam "
+                        "search's n-best; 'none': off, 'default': the general English model (default: the LM "
+                        "tuned for the model, if any)")
+    parser.add_argument("--nbest", type=int, default=None, metavar="N",
+                        help="hypotheses the LM search keeps (default 8), or the attention n-best the LM rescores "
+                        "(at most --beam; default --beam)")
     parser.add_argument("--no-guard", dest="guard", action="store_false",
                         help="no hallucination guard (empty output when the CTC best path is empty; length cap)")
 
@@ -269,7 +274,7 @@ def _add_evaluate_command(subparsers) -> None:
                                      ctc_greedy=args.ctc_greedy, bf16=args.bf16, workers=args.workers,
                                      cache_dir=args.cache_dir, out=args.out, threads=args.threads,
                                      references=args.reference, lm=args.lm, int8=args.int8,
-                                     guard=args.guard)
+                                     guard=args.guard, nbest=args.nbest)
         print(evaluation.format_result(result))
         if args.json:
             print(json.dumps(result))
@@ -302,7 +307,7 @@ def _add_transcribe_command(subparsers) -> None:
             raise EchoError(f"{args.format} subtitles of several files need --out-dir")
         results = transcribe_detailed(args.model, args.audio, beams=args.beam, chunk_seconds=args.chunk_seconds,
                                       bf16=args.bf16, threads=args.threads, lm=args.lm, int8=args.int8,
-                                      guard=args.guard)
+                                      guard=args.guard, nbest=args.nbest)
         for path, transcript, duration in results:
             rendered = render(args.format, path, transcript, duration)
             if args.out_dir:
@@ -387,7 +392,8 @@ def _add_lm_commands(commands: argparse._SubParsersAction) -> None:
     default = actions.add_parser("default", help="the general English model (pocketsphinx's, as ARPA)")
     default.add_argument("--out", default=None, metavar="LM.arpa", help="default: the cache ($ECHOASR_CACHE)")
     default.set_defaults(handler=_lm_default)
-    tune = actions.add_parser("tune", help="tune LM weight, word bonus, rescoring weight on a dev set; save with the model")
+    tune = actions.add_parser("tune", help="tune LM weight, word bonus (and the CTC search's rescoring weight) on a dev "
+                              "set; save with the model")
     tune.add_argument("--model", required=True, metavar="RUN")
     tune.add_argument("--data", required=True, help="development manifest or dataset folder (never the test set)")
     tune.add_argument("--split", default=None)
@@ -421,8 +427,9 @@ def _lm_tune(args: argparse.Namespace) -> int:
 
     result = tune(args.model, args.data, args.lm, split=args.split, limit=args.limit, save=not args.no_save,
                   threads=args.threads)
+    rescoring = f", rescore_weight {result['rescore_weight']:g}" if "rescore_weight" in result else f" ({result['search']})"
     print(f"best on {result['tuned_on']} ({result['utterances']} utterances): lm_weight {result['lm_weight']:g}, "
-          f"word_bonus {result['word_bonus']:g}, rescore_weight {result['rescore_weight']:g}: "
+          f"word_bonus {result['word_bonus']:g}{rescoring}: "
           f"WER {100 * result['dev_wer']:.2f}%" + (f"; saved to {result['saved']}" if "saved" in result else ""))
     print(json.dumps(result))
     return 0

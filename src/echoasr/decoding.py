@@ -1,6 +1,7 @@
 """Features to transcripts: the model's joint CTC/attention beam search, or CTC beam search with a
-word language model rescored by the attention decoder; guarded against hallucination; with word
-times, confidences and n-best lists.
+word language model rescored by the attention decoder, or (a model the CTC word search cannot
+serve) the attention beam search's n-best rescored by the word LM; guarded against hallucination;
+with word times, confidences and n-best lists.
 
 Where the model (``echoasr.model``) and the language model (``echoasr.lm``) meet; the model package
 never sees the LM.
@@ -14,6 +15,14 @@ never sees the LM.
   LM (:mod:`echoasr.lm.decoding`) gives an n-best list; each hypothesis is then scored by the
   attention decoder teacher-forced (WeNet's attention rescoring) and ranked by
   ``search score + rescore_weight * log p_att``.
+* **LM rescoring of the attention n-best**, for a model without a CTC head or whose tokens the
+  lexicon search cannot spell words in (not in :data:`~echoasr.lm.decoding.CTC_LM_TOKENIZERS`: a
+  Whisper backbone's BPE): the attention beam search gives its N best finished hypotheses
+  (``nbest``, default the beams) with their log-probabilities; each text is scored by the word LM
+  (:mod:`echoasr.lm.rescoring`, natural logs) and the hypothesis with the best
+  ``(log P_att + lm_weight * ln P_lm + word_bonus * words) / length ** length_penalty`` is chosen
+  (length: its tokens + EOS): the search's own ranking (length penalty 1 by default) plus the LM's
+  terms, so that with both weights at 0 the choice is the search's 1-best (:class:`Candidate`).
 * **Times**: the chosen text's words, spelt in the model's tokens, are aligned to the CTC
   log-probabilities (Viterbi), whichever search chose the text, so the timed words (subtitles)
   and the text (plain, JSON) never differ; a word's start is its first token's frame, its end one
@@ -27,6 +36,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,12 +44,13 @@ from typing import Any
 
 from echoasr import atomic
 from echoasr.errors import EchoError
-from echoasr.lm.decoding import LMOptions, Word, align_words
+from echoasr.lm.decoding import CTC_LM_TOKENIZERS, LMOptions, Word, align_words
 
 log = logging.getLogger(__name__)
 
 LM_CONFIG = "lm.json"  # beside the model weights: which LM and its tuned weights
 DEFAULT_LM = "default"  # the general English LM (echoasr.lm.arpa.default_lm), by name
+CTC_LM_NBEST = 8  # hypotheses kept from the CTC word search unless told
 
 
 @dataclass
@@ -51,9 +62,29 @@ class DecodingOptions:
     word_bonus: float = 0.0
     rescore_weight: float = 1.0  # attention rescoring of the LM n-best (0: off)
     lm_beam: int = 32
-    nbest: int = 8  # hypotheses kept from the LM search (and reported)
+    nbest: int | None = None  # hypotheses kept from the LM search, or rescored (None: 8, or the beams when rescoring)
     guard: bool = True
     ctc_greedy: bool = False  # the CTC head's best path alone (no search, no LM)
+
+
+@dataclass
+class Candidate:
+    """One hypothesis of the attention beam search and what n-best LM rescoring ranks it by."""
+
+    text: str
+    search_score: float  # the search's ranking score: log P_att / length_norm
+    length_norm: float  # (tokens + EOS) ** length_penalty
+    lm_log_prob: float  # ln P_lm(words, </s> | <s>)
+    words: int
+
+    def score(self, lm_weight: float, word_bonus: float) -> float:
+        """``(log P_att + lm_weight * ln P_lm + word_bonus * words) / length_norm``."""
+        return self.search_score + (lm_weight * self.lm_log_prob + word_bonus * self.words) / self.length_norm
+
+
+def best_candidate(candidates: list[Candidate], lm_weight: float, word_bonus: float) -> Candidate:
+    """The best-scoring candidate; on a tie the one the search ranked first."""
+    return max(candidates, key=lambda candidate: candidate.score(lm_weight, word_bonus))
 
 
 @dataclass
@@ -61,6 +92,14 @@ class Transcript:
     text: str
     words: list[Word] = field(default_factory=list)
     nbest: list[tuple[str, float | None]] = field(default_factory=list)  # (text, score), best first
+    candidates: list[Candidate] = field(default_factory=list)  # LM rescoring's n-best, to re-rank when tuning
+
+
+def rescores_attention_nbest(model, tokenizer) -> bool:
+    """Whether a word LM enters this model's decoding as rescoring of the attention beam search's
+    n-best (no CTC head, or tokens the CTC word search cannot spell words in) rather than as the
+    CTC word search."""
+    return model.ctc_head is None or tokenizer.kind not in CTC_LM_TOKENIZERS
 
 
 def read_lm_config(model_dir: str | os.PathLike) -> dict[str, Any] | None:
@@ -185,20 +224,28 @@ class SpeechDecoder:
         self.model, self.processor, self.options = model, processor, options
         self.has_ctc = model.ctc_head is not None
         self.frame_seconds = FRAME_PERIOD * model.config.subsampling
-        self.lm_decoder = None
+        self.lm_decoder = None  # the CTC word search
+        self.lm_scorer = None  # the word LM rescoring the attention n-best
         if options.ctc_greedy and not self.has_ctc:
             raise EchoError("CTC best-path decoding needs a model with a CTC head")
-        if options.lm is not None:
-            if not self.has_ctc:
-                raise EchoError("LM decoding needs a model with a CTC head")
+        if options.lm is not None and rescores_attention_nbest(model, processor.tokenizer):
+            from echoasr.lm.rescoring import WordLMScorer
+
+            if options.nbest is not None and not 1 <= options.nbest <= options.beams:
+                raise EchoError(f"the n-best to rescore must be between 1 and the beams ({options.beams}), "
+                                f"not {options.nbest}")
+            self.lm_scorer = WordLMScorer(options.lm)
+        elif options.lm is not None:
             from echoasr.lm.decoding import make_decoder
 
             self.lm_decoder = make_decoder(options.lm, processor.tokenizer, LMOptions(
-                lm_weight=options.lm_weight, word_bonus=options.word_bonus, beam=options.lm_beam, nbest=options.nbest))
+                lm_weight=options.lm_weight, word_bonus=options.word_bonus, beam=options.lm_beam,
+                nbest=options.nbest or CTC_LM_NBEST))
 
     def set_lm_weights(self, lm_weight: float, word_bonus: float) -> None:
         self.options.lm_weight, self.options.word_bonus = lm_weight, word_bonus
-        self.lm_decoder.set_weights(lm_weight, word_bonus)
+        if self.lm_decoder is not None:
+            self.lm_decoder.set_weights(lm_weight, word_bonus)
 
     def decode_batch(self, features, lengths) -> list[Transcript]:
         import torch
@@ -229,9 +276,14 @@ class SpeechDecoder:
                 transcripts[b] = self._decode_with_lm(encoder, b, ctc[b, : frames[b]])
             return transcripts
         index = torch.tensor(rows, device=encoder.lengths.device)
-        ids = model.generate(encoder_outputs=select_rows(encoder, index), num_beams=self.options.beams,
-                             ctc_weight=self.options.ctc_weight,
-                             token_limits=None if limits is None else limits[index])
+        search = dict(encoder_outputs=select_rows(encoder, index), num_beams=self.options.beams,
+                      ctc_weight=self.options.ctc_weight, token_limits=None if limits is None else limits[index])
+        if self.lm_scorer is not None:
+            nbest = model.generate(**search, nbest=self.options.nbest or self.options.beams)
+            for position, b in enumerate(rows):
+                transcripts[b] = self._rescore_nbest(nbest, position, None if ctc is None else ctc[b, : frames[b]])
+            return transcripts
+        ids = model.generate(**search)
         for b, row in zip(rows, ids.tolist(), strict=True):
             transcripts[b] = self._transcript(row, None if ctc is None else ctc[b, : frames[b]])
         return transcripts
@@ -246,6 +298,25 @@ class SpeechDecoder:
         words = [] if log_probs is None or not text else align_words(text, log_probs, self.processor.tokenizer,
                                                                       self.frame_seconds)
         return Transcript(text, words, nbest)
+
+    def _rescore_nbest(self, nbest, position: int, log_probs) -> Transcript:
+        """The hypothesis of ``nbest`` (one utterance's, at ``position``) that the search and the
+        word LM together prefer."""
+        from echoasr.lm.rescoring import lm_words
+
+        found = [(" ".join(self.processor.decode(ids).split()), score, norm) for ids, score, norm in zip(
+            nbest.sequences[position].tolist(), nbest.scores[position].tolist(),
+            nbest.length_norms[position].tolist(), strict=True)]
+        found = found[:1] + [hypothesis for hypothesis in found[1:] if hypothesis[1] > -math.inf]  # slots left empty
+        lm = self.lm_scorer.score([text for text, _, _ in found])
+        candidates = [Candidate(text, score, norm, lm_score, len(lm_words(text)))
+                      for (text, score, norm), lm_score in zip(found, lm, strict=True)]
+        weights = self.options.lm_weight, self.options.word_bonus
+        chosen = best_candidate(candidates, *weights)
+        ranked = sorted(candidates, key=lambda candidate: -candidate.score(*weights))
+        transcript = self._timed(chosen.text, log_probs, [(c.text, round(c.score(*weights), 4)) for c in ranked])
+        transcript.candidates = candidates
+        return transcript
 
     def _decode_with_lm(self, encoder, row: int, log_probs) -> Transcript:
         from echoasr.model.rescoring import sequence_log_probs

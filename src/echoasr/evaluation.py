@@ -92,6 +92,7 @@ def evaluate(
     lm: str | None = None,
     int8: bool = False,
     guard: bool = True,
+    nbest: int | None = None,
 ) -> dict[str, Any]:
     """Decode every utterance of ``data`` (manifest or dataset folder + ``split``) with the model at
     ``model_path`` and score it; the reference recognisers named in ``references``
@@ -106,6 +107,8 @@ def evaluate(
     (:func:`echoasr.decoding.resolve_options`).
     ``int8``: decode on the CPU with dynamically quantised Linear layers (not with ``bf16``).
     ``guard``: the hallucination guard of :mod:`echoasr.decoding` (off: the search alone).
+    ``nbest``: hypotheses the LM search keeps, or the attention n-best the LM rescores
+    (:class:`echoasr.decoding.DecodingOptions`).
     """
     from echoasr.pretrained import resolve_model
     from echoasr.processor import resolve_model_dir
@@ -126,7 +129,7 @@ def evaluate(
     if model_path is not None:
         with torch_threads(threads):
             hypotheses, facts = _decode_test_set(model_path, utterances, beams, ctc_weight, ctc_greedy, batch_frames,
-                                                 bf16, workers, cache_dir, progress, lm, int8, guard)
+                                                 bf16, workers, cache_dir, progress, lm, int8, guard, nbest)
         write_hypotheses(target, utterances, hypotheses, facts["failed"], facts.pop("chunks"))
         result |= {**score([u.text for u in utterances], hypotheses), **facts, "model": str(model_path),
                    "hypotheses": str(target)}
@@ -170,16 +173,16 @@ def _results_dir(model_dir: Path) -> Path:
 
 
 def _decode_test_set(model_path, utterances, beams, ctc_weight, ctc_greedy, batch_frames, bf16, workers, cache_dir,
-                     progress, lm=None, int8=False, guard=True) -> tuple[list[str], dict[str, Any]]:
+                     progress, lm=None, int8=False, guard=True, nbest=None) -> tuple[list[str], dict[str, Any]]:
     """Hypotheses for every utterance (empty where its audio failed) and the run's facts."""
     import torch
 
-    from echoasr.decoding import options_summary, resolve_options
+    from echoasr.decoding import options_summary, rescores_attention_nbest, resolve_options
     from echoasr.loading import load_pretrained
 
     model, processor = load_pretrained(model_path, int8=int8)
     options = resolve_options(model_path, "none" if ctc_greedy else lm, beams=1 if ctc_greedy else beams,
-                              ctc_weight=ctc_weight, guard=guard, ctc_greedy=ctc_greedy)
+                              ctc_weight=ctc_weight, guard=guard, ctc_greedy=ctc_greedy, nbest=nbest)
     start = time.perf_counter()
     chunks, failed = model_inputs(utterances, processor, cache_dir=cache_dir, workers=workers, progress=progress)
     if len(failed) == len(utterances):
@@ -193,7 +196,9 @@ def _decode_test_set(model_path, utterances, beams, ctc_weight, ctc_greedy, batc
     audio_seconds = sum(u.duration or n * FRAME_PERIOD for u, n in zip(utterances, frames, strict=True))
     decoding = "ctc-greedy" if ctc_greedy else ("attention" if model.ctc_head is None or ctc_weight == 0 else "joint")
     if options is not None and options.lm is not None:
-        decoding = f"ctc+lm, attention rescoring {options.rescore_weight:g}"
+        decoding = (f"attention n-best {options.nbest or options.beams}, lm rescoring"
+                    if rescores_attention_nbest(model, processor.tokenizer)
+                    else f"ctc+lm, attention rescoring {options.rescore_weight:g}")
     return hypotheses, {
         "chunked": sum(len(pieces) > 1 for pieces in chunks),
         "failed": failed,

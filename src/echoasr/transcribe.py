@@ -82,23 +82,25 @@ def transcribe_detailed(
     lm: str | None = None,
     int8: bool = False,
     guard: bool = True,
+    nbest: int | None = None,
 ):
     """(path, :class:`~echoasr.decoding.Transcript`, duration in seconds) for every file: text,
     timed words with confidences (times from the start of the file), and the n-best list (for a
     file decoded in one piece). ``model_path`` None or ``"default"``: the default model
     (:func:`echoasr.pretrained.default_model`). ``lm``: see :func:`echoasr.decoding.resolve_options`;
     ``int8``: dynamically quantised Linear layers on the CPU (not with ``bf16``); ``guard``: the
-    hallucination guard."""
+    hallucination guard; ``nbest``: the LM search's n-best size (:class:`echoasr.decoding.DecodingOptions`)."""
     from echoasr.pretrained import resolve_model
     from echoasr.runtime import check_precision, torch_threads
 
     check_precision(bf16, int8)
     model_path = resolve_model(model_path)
     with torch_threads(threads):
-        return _transcribe(model_path, paths, beams, chunk_seconds, batch_frames, bf16, progress, lm, int8, guard)
+        return _transcribe(model_path, paths, beams, chunk_seconds, batch_frames, bf16, progress, lm, int8, guard,
+                           nbest)
 
 
-def _transcribe(model_path, paths, beams, chunk_seconds, batch_frames, bf16, progress, lm, int8, guard):
+def _transcribe(model_path, paths, beams, chunk_seconds, batch_frames, bf16, progress, lm, int8, guard, nbest):
     from tqdm import tqdm
 
     from echoasr.audio import load_audio
@@ -110,7 +112,7 @@ def _transcribe(model_path, paths, beams, chunk_seconds, batch_frames, bf16, pro
 
     audios = [load_audio(path) for path in paths]  # a bad file fails before any work
     model, processor = load_pretrained(model_path, int8=int8)
-    options = resolve_options(model_path, lm, beams=beams, guard=guard)
+    options = resolve_options(model_path, lm, beams=beams, guard=guard, nbest=nbest)
     chunk_seconds = chunk_seconds or processor.max_duration
     owners, offsets, features = [], [], []
     bar = tqdm(total=len(paths), desc="features", unit="file", disable=not progress or len(paths) < 2)

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 BLANK_ID = 0  # the CTC blank is the pad id (echoasr.model.modeling)
 SENTENCEPIECE_WORD_START = "\u2581"
+CTC_LM_TOKENIZERS = ("char", "sentencepiece")  # what this search spells words in (and whose blank is id 0)
 
 
 @contextlib.contextmanager
@@ -95,15 +96,19 @@ def token_pieces(tokenizer) -> list[str]:
     """The string of every id of ``tokenizer`` (specials as their names)."""
     from echoasr.text.tokenizers import SPECIAL_TOKENS
 
+    require_ctc_lm_tokenizer(tokenizer)
     if tokenizer.kind == "char":
         return list(SPECIAL_TOKENS) + list(tokenizer.characters)
-    if tokenizer.kind != "sentencepiece":
-        raise EchoError(f"the word LM search knows character and SentencePiece tokenizers, not this model's "
-                        f"{tokenizer.kind} tokenizer: decode with --lm none")
     import sentencepiece
 
     processor = sentencepiece.SentencePieceProcessor(model_proto=tokenizer.model_proto)
     return [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
+
+
+def require_ctc_lm_tokenizer(tokenizer) -> None:
+    if tokenizer.kind not in CTC_LM_TOKENIZERS:
+        raise EchoError(f"the word LM search knows character and SentencePiece tokenizers, not this model's "
+                        f"{tokenizer.kind} tokenizer: decode with --lm none")
 
 
 def word_separator(tokenizer) -> int:
@@ -251,6 +256,8 @@ class CTCCharLMDecoder(_FlashlightDecoder):
 def make_decoder(lm_path: str | os.PathLike, tokenizer, options: LMOptions | None = None):
     """The lexicon decoder for a word LM, the lexicon-free one for a character LM."""
     from echoasr.lm.arpa import vocabulary
+
+    require_ctc_lm_tokenizer(tokenizer)
 
     if is_character_lm(vocabulary(lm_path)):
         return CTCCharLMDecoder(lm_path, tokenizer, options)
