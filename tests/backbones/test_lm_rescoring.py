@@ -6,6 +6,7 @@ for the hypothesis the search ranks last must bring that one to the top."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -19,6 +20,8 @@ from echoasr.decoding import DecodingOptions, SpeechDecoder, resolve_options
 from echoasr.errors import EchoError
 from echoasr.loading import load_pretrained
 from echoasr.text import normalize
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("kenlm") is None, reason="kenlm (the independent scorer)")
 
 BEAMS = 4
 DEV_CLIPS = 3
