@@ -294,3 +294,26 @@ def test_nbest_lists_finished_hypotheses_with_their_log_probs(echo, penalty):
             assert nbest.scores[b].tolist() == sorted(nbest.scores[b].tolist(), reverse=True)
     with pytest.raises(ValueError, match="nbest"):
         model.generate(**options, nbest=5)
+
+
+def test_nbest_falls_back_to_the_best_running_hypothesis(echo, monkeypatch):
+    # Every expansion after the first token is impossible: nothing finishes; as in `generate`
+    # the n-best then holds the best running hypothesis, with the impossible score.
+    from echoasr.model import generation
+
+    original = generation.StepScorer.scores
+
+    def dead_after_one_token(self, tokens):
+        scores = original(self, tokens)
+        return scores if tokens.shape[1] == 1 else torch.full_like(scores, -math.inf)
+
+    monkeypatch.setattr(generation.StepScorer, "scores", dead_after_one_token)
+    model = well_separated_model(echo)
+    features, lengths = echo.make_features(model.config, [30, 17])
+    options = dict(features=features, feature_lengths=lengths, num_beams=3, ctc_weight=0.0)
+    with torch.no_grad():
+        best = model.generate(**options)
+        nbest = model.generate(**options, nbest=2)
+    assert EOS not in best.flatten().tolist() and (best != 0).any(1).all()
+    assert nbest.sequences[:, 0, : best.shape[1]].tolist() == best.tolist()
+    assert (nbest.scores == -math.inf).all() and (nbest.log_probs == -math.inf).all()

@@ -327,7 +327,6 @@ class BeamResult:
     finished_scores: Tensor  # (B, K) length-normalised
     finished_log_probs: Tensor  # (B, K)
     running_tokens: Tensor  # (B, max_steps) the best running hypothesis
-    running_log_probs: Tensor  # (B,)
     eos: int
     pad: int
     length_penalty: float
@@ -341,19 +340,15 @@ class BeamResult:
     def nbest(self, n: int) -> NBestOutput:
         batch = self.finished_scores.shape[0]
         tokens = self.finished_tokens[:, :n]
-        log_probs, scores = self.finished_log_probs[:, :n].clone(), self.finished_scores[:, :n].clone()
-        lengths = ((tokens != self.pad).sum(2)).clamp_min(1).float()
-        none_finished = scores[:, 0] == -math.inf
-        if bool(none_finished.any()):  # as `best`: the best running hypothesis stands in
+        none_finished = self.finished_scores[:, 0] == -math.inf
+        if bool(none_finished.any()):
+            # As in `best`, the best running hypothesis stands in. Nothing finishes only when every
+            # beam died (a hypothesis at its length limit is given EOS), so its scores stay -inf.
             tokens = tokens.clone()
             tokens[none_finished, 0] = self.running_tokens[none_finished]
-            log_probs[none_finished, 0] = self.running_log_probs[none_finished]
-            lengths[none_finished, 0] = (self.running_tokens[none_finished] != self.pad).sum(1).clamp_min(1).float()
-        norms = lengths**self.length_penalty
-        scores = torch.where(none_finished[:, None] & (torch.arange(n, device=scores.device) == 0),
-                             log_probs / norms, scores)
+        norms = (tokens != self.pad).sum(2).clamp_min(1).float() ** self.length_penalty
         flat = _finish(tokens.reshape(batch * n, -1), self.eos, self.pad)
-        return NBestOutput(flat.view(batch, n, -1), log_probs, scores, norms)
+        return NBestOutput(flat.view(batch, n, -1), self.finished_log_probs[:, :n], self.finished_scores[:, :n], norms)
 
 
 def beam_search(
@@ -418,8 +413,7 @@ def beam_search(
             break
 
     return BeamResult(finished_tokens, finished_scores, finished_log_probs,
-                      running_tokens=tokens.view(batch, beams, -1)[:, 0, 1:], running_log_probs=running[:, 0],
-                      eos=eos, pad=pad, length_penalty=penalty)
+                      running_tokens=tokens.view(batch, beams, -1)[:, 0, 1:], eos=eos, pad=pad, length_penalty=penalty)
 
 
 def _option(name: str, explicit: Any, generation_config: Any, model_config: Any, default: Any) -> Any:
