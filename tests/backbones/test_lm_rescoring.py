@@ -153,11 +153,13 @@ def test_refusals_are_one_line(whisper_model, initial_folder, pitched_clips, tmp
                  "--lm", str(characters)]) == 2
     error = capsys.readouterr().err.strip()
     assert "character LM" in error and "\n" not in error
-    with pytest.raises(EchoError, match="between 1 and the beams"):
-        SpeechDecoder(model, processor, DecodingOptions(beams=2, nbest=3, lm=str(favouring_lm(tmp_path / "w.arpa",
-                                                                                               "the"))))
+    words = favouring_lm(tmp_path / "w.arpa", "the")
+    assert main(["transcribe", "--model", str(initial_folder), str(pitched_clips / "clip0.wav"), "--lm", str(words),
+                 "--beam", "2", "--nbest", "3"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "n-best to rescore must be between 1 and the beams (2), not 3" in error and "\n" not in error
     # the CTC word search itself still refuses a BPE tokenizer
     from echoasr.lm.decoding import make_decoder
 
     with pytest.raises(EchoError, match="knows character and SentencePiece tokenizers"):
-        make_decoder(tmp_path / "w.arpa", processor.tokenizer)
+        make_decoder(words, processor.tokenizer)
