@@ -22,6 +22,8 @@ audio (pocketsphinx: per process, one process per thread; Whisper base: one proc
 threads), ``rtf_wall`` the wall clock including model loading. ``vs_<recogniser>`` =
 recogniser rtf / configuration rtf (above 1: Echo is faster). ``targets`` are issue 13's RTF
 targets on 2 cores; ``meets_target`` compares the configuration at batch 8 with them.
+``echo_peak_rss_mib``: the peak resident memory of the benchmark's own process (model loading and
+every Echo configuration; the reference recognisers run in processes of their own).
 
     .venv/bin/python benchmarks/inference.py [--model runs/NAME] [--lm words.arpa|default] [--data test.tsv]
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -214,6 +217,8 @@ def main() -> None:
                 utterances = synthesise(args.seconds, Path(scratch))
             echo, facts = benchmark_model(model, utterances, args.lm, [int(b) for b in args.batches.split(",")],
                                           args.threads)
+            # this process only (the references run in their own): loading + every Echo configuration
+            peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             others = benchmark_references(references, utterances, args.threads)
     except EchoError as error:
         raise SystemExit(f"inference benchmark: {error}") from None
@@ -227,7 +232,7 @@ def main() -> None:
     report = {
         "model": model, "data": args.data or "flite sentences (kal16, slt)",
         "utterances": len(utterances), "audio_seconds": round(sum(u.duration for u in utterances), 2),
-        **facts, "targets": TARGETS, "echo": echo, "references": others,
+        **facts, "echo_peak_rss_mib": round(peak_mib, 1), "targets": TARGETS, "echo": echo, "references": others,
     }
     text = json.dumps(report, indent=1)
     print(text)
