@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from echoasr import atomic
-from echoasr.demo import REFERENCES, Steps, build_human_once, evaluate_once, references_once, train_models
+from echoasr.demo import REFERENCES, Steps, build_corpus_once, build_human_once, evaluate_once, references_once, train_models
 from echoasr.errors import EchoError
 
 log = logging.getLogger(__name__)
@@ -172,21 +172,6 @@ def backbone_once() -> Path:
     from echoasr.backbones.whisper import backbone_dir
 
     return backbone_dir(BACKBONE)
-
-
-def build_corpus_once(folder: Path, settings: BackboneDemoSettings) -> None:
-    from echoasr.data.synth import build_corpus
-
-    info = folder / "corpus.json"
-    if info.is_file():
-        previous = json.loads(info.read_text())
-        same = previous.get("settings", {}).get("utterances") == settings.utterances and \
-            previous.get("settings", {}).get("seed") == settings.seed
-        if previous.get("complete") and same:
-            print(f"reusing the corpus already built in {folder}")
-            return
-    summary = build_corpus(folder, settings.utterances, seed=settings.seed)
-    print(f"{summary['hours']:.2f} h of synthetic audio")
 
 
 def build_game_once(folder: Path) -> bool:

@@ -159,7 +159,9 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------ data
 
 
-def build_corpus_once(folder: Path, settings: DemoSettings) -> None:
+def build_corpus_once(folder: Path, settings) -> None:
+    """The synthetic corpus of ``settings.utterances`` (and ``settings.seed``) in ``folder``, unless
+    it is already built with them (either regime's settings)."""
     from echoasr.data.synth import build_corpus
 
     info = folder / "corpus.json"
@@ -172,7 +174,7 @@ def build_corpus_once(folder: Path, settings: DemoSettings) -> None:
             return
     summary = build_corpus(folder, settings.utterances, seed=settings.seed)
     print(f"{summary['hours']:.2f} h of audio; held-out speakers (test_unseen only): "
-          f"{', '.join(summary['held_out_speakers'])}")
+          f"{', '.join(summary.get('held_out_speakers', []))}")
 
 
 def build_human_once(folder: Path, settings: DemoSettings) -> None:

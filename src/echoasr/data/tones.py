@@ -35,7 +35,7 @@ import soundfile
 from echoasr import atomic
 from echoasr.data.manifest import write_manifest
 from echoasr.data.records import Utterance
-from echoasr.data.synth.corpus import claim_folder, cpu_count, render_all
+from echoasr.data.synth.corpus import check_split_sizes, claim_folder, cpu_count, render_all
 from echoasr.data.synth.render import Effects, Job, check_tools
 from echoasr.data.synth.voices import ESPEAK_LICENCE, espeak_voice
 from echoasr.errors import EchoError
@@ -97,12 +97,7 @@ def default_eval_size(utterances: int) -> int:
 
 
 def make_settings(utterances: int = DEFAULT_UTTERANCES, seed: int = 0, eval_size: int | None = None) -> TonesSettings:
-    eval_size = default_eval_size(utterances) if eval_size is None else eval_size
-    if eval_size < 1:
-        raise EchoError(f"--eval-size must be at least 1, got {eval_size}")
-    if utterances < 3 * eval_size + 1:
-        raise EchoError(f"--utterances {utterances} leaves no training data after 3 x {eval_size} "
-                        "evaluation utterances")
+    eval_size = check_split_sizes(utterances, default_eval_size(utterances) if eval_size is None else eval_size)
     return TonesSettings(utterances, seed, eval_size)
 
 

@@ -73,6 +73,16 @@ class SynthSettings:
         return tuple(sorted(set(self.voices) - set(self.held_out)))
 
 
+def check_split_sizes(utterances: int, eval_size: int) -> int:
+    """``eval_size`` when three evaluation splits of it leave training data, else a one-line error."""
+    if eval_size < 1:
+        raise EchoError(f"--eval-size must be at least 1, got {eval_size}")
+    if utterances < 3 * eval_size + 1:
+        raise EchoError(f"--utterances {utterances} leaves no training data after 3 x {eval_size} "
+                        "evaluation utterances")
+    return eval_size
+
+
 def default_eval_size(utterances: int) -> int:
     """4% of the corpus per evaluation split (200 for 5,000 utterances), between 2 and 200."""
     return int(min(200, max(2, round(0.04 * utterances))))
@@ -101,12 +111,7 @@ def make_settings(utterances: int, seed: int, eval_size: int | None = None,
         raise EchoError("--transformed-share must be in [0, 1], and 0 with one speaker per voice")
     if any(not 0.5 <= factor <= 2 or factor == 1 for factor in speed_perturb):
         raise EchoError(f"--speed-perturb factors must lie in [0.5, 2] and differ from 1, got {list(speed_perturb)}")
-    eval_size = default_eval_size(utterances) if eval_size is None else eval_size
-    if eval_size < 1:
-        raise EchoError(f"--eval-size must be at least 1, got {eval_size}")
-    if utterances < 3 * eval_size + 1:
-        raise EchoError(f"--utterances {utterances} leaves no training data after 3 x {eval_size} "
-                        "evaluation utterances")
+    eval_size = check_split_sizes(utterances, default_eval_size(utterances) if eval_size is None else eval_size)
     unknown = sorted(set(held_out) - speakers)
     if unknown:
         raise EchoError(f"unknown speaker(s) to hold out: {', '.join(unknown)} (voices: {', '.join(sorted(speakers))})")
