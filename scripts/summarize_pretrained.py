@@ -51,7 +51,13 @@ def mixing(out: Path) -> None:
         minutes = f"{summary['train_seconds'] / 60:.1f}" if summary.get("train_seconds") else "-"
         lines.append(f"| {share:g} | {100 * game['wer']:.1f}% / {100 * game['cer']:.1f}% ({game['utterances']} utt.) "
                      f"| {synth_cell} | {minutes} |")
-    lines += ["", f"Chosen: **{choice[0]:g}** (lowest game dev WER)."]
+    floor = _read(out / "references" / "fotaq_dev.json")
+    if floor is not None:
+        whisper = floor["references"]["whisper-base"]
+        lines.append(f"| Whisper base, zero-shot | {100 * whisper['wer']:.1f}% / {100 * whisper['cer']:.1f}% "
+                     f"({floor['utterances']} utt.) | - | - |")
+    lines += ["", f"Chosen: **{choice[0]:g}** (lowest game dev WER). One seed per share: a choice, not a "
+              "comparison; train minutes are wall clock on 2 cores that other jobs may have shared."]
     atomic.write_text(out / "mixing" / "choice.json", json.dumps({"share": choice[0], "fotaq_dev_wer": choice[1]["wer"]}) + "\n")
     REPORTS.mkdir(parents=True, exist_ok=True)
     atomic.write_text(REPORTS / "mixing.md", "\n".join(lines) + "\n")
