@@ -2,12 +2,14 @@
 
     summarize_pretrained.py mixing OUT   # the game's share chosen on dev -> OUT/mixing/choice.json, mixing.md
     summarize_pretrained.py report OUT   # the plan's report + the zero-shot floor + the plan's size from the pilot
+    summarize_pretrained.py card OUT     # the default model's card (scripts/train-default-model) -> reports/default-model/
 
 Every number is read from the run folders under OUT; nothing is typed in.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import sys
@@ -137,7 +139,53 @@ def report(out: Path) -> None:
     print("\n".join(lines))
 
 
+CARD = Path("reports/default-model")
+
+
+def card(out: Path) -> None:
+    """Every test set with and without the LM (and int8 on the game) beside the references, the
+    run's training summary, the LM tuning and the inference benchmark, into reports/default-model/."""
+    share = json.loads((out / "mixing" / "choice.json").read_text())["share"]
+    run = out / "mixing" / f"share{share:g}"
+    results = run / "card"
+    for stale in CARD.glob("*.json"):
+        stale.unlink()  # the previous default model's files
+    CARD.mkdir(parents=True, exist_ok=True)
+    for source in results.glob("*.json"):
+        shutil.copyfile(source, CARD / source.name)
+    (CARD / "utterances").mkdir(exist_ok=True)
+    for hypotheses in [*results.glob("*.tsv"), *(out / "references").glob("*.*.tsv")]:
+        # every utterance's reference, hypothesis and errors, so the card can be re-scored
+        atomic.write_bytes(CARD / "utterances" / f"{hypotheses.name}.gz", gzip.compress(hypotheses.read_bytes(), mtime=0))
+    for name in ("train_summary.json", "lm.json"):
+        shutil.copyfile(run / name, CARD / ("lm_tuning.json" if name == "lm.json" else name))
+    for name in SET_LABELS:
+        if (out / "references" / f"{name}.json").is_file():
+            shutil.copyfile(out / "references" / f"{name}.json", CARD / f"{name}.references.json")
+    lines = ["# The default model's card: measured", "",
+             f"Run `{run}` (`scripts/train-default-model`), exported as a delta on Whisper base into "
+             "`src/echoasr/pretrained/echo-default/`. Every utterance of each set, beam 5; the word LM is the "
+             "general English LM rescoring the 5 best (weights tuned on 100 game dev clips). References: "
+             "`scripts/pretrained-plan references`.", "",
+             "| test set | Echo, no LM | Echo + LM | Echo int8, no LM | Whisper base | pocketsphinx |",
+             "|---|---|---|---|---|---|"]
+
+    def cell(result):
+        return f"{100 * result['wer']:.1f}% / {100 * result['cer']:.1f}%" if result else "-"
+
+    for name, label in SET_LABELS.items():
+        references = (_read(out / "references" / f"{name}.json") or {}).get("references", {})
+        row = [cell(_read(results / f"{name}.{mode}.json")) for mode in ("none", "default", "int8")]
+        row += [cell(references.get(r)) for r in ("whisper-base", "pocketsphinx")]
+        utterances = (_read(results / f"{name}.none.json") or {}).get("utterances", "?")
+        lines.append(f"| {label} ({utterances}) | " + " | ".join(row) + " |")
+    lines += ["", "WER / CER. Speed and memory: `inference.json` (benchmarks/inference.py)."]
+    atomic.write_text(CARD / "results.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in ("mixing", "report"):
+    modes = {"mixing": mixing, "report": report, "card": card}
+    if len(sys.argv) != 3 or sys.argv[1] not in modes:
         sys.exit(__doc__)
-    {"mixing": mixing, "report": report}[sys.argv[1]](Path(sys.argv[2]))
+    modes[sys.argv[1]](Path(sys.argv[2]))

@@ -215,8 +215,14 @@ register_preset("base-mix", PRESETS["base"].merged({
 # clips (3,200 padded frames), bf16 autocast (1.38 vs 1.82 s per step in float32 on 2 threads: docs/backbone.md).
 WHISPER_PITCH_MODEL = dict(features=["mel", "f0"], rotary_positions=True, rotary_theta_mode="phase",
                            rotary_radius="bounded", pitch_bias=True, pitch_zero_start=True)
+# Decoding guards (model options, saved with every fine-tuned model): at most 0.2 tokens per
+# encoder frame (10 per second of audio) and no token trigram twice. Unpadded, a fine-tuned Whisper
+# loops on one-word clips ("december december ..." to the token cap: 268 insertions on the 442
+# Asterisk prompts); both guards left the game's dev set unchanged (12.51% greedy WER, 53
+# insertions, with and without them), checked before any test set was decoded with them.
+WHISPER_DECODING = dict(decode_max_length_ratio=0.2, decode_no_repeat_ngram_size=3)
 register_preset("whisper-base", TrainConfig(
-    init="whisper-base", model={}, normalize=[], max_duration=20.0, batch_frames=3200, batch_max_items=8,
+    init="whisper-base", model=dict(WHISPER_DECODING), normalize=[], max_duration=20.0, batch_frames=3200, batch_max_items=8,
     learning_rate=2e-5, warmup_steps=50, lr_scheduler="linear", weight_decay=0.0, max_steps=600,
     spec_augment=None, dev_limit=40, eval_steps=600, save_steps=200, save_total_limit=2, logging_steps=10,
     bf16=True,

@@ -317,3 +317,18 @@ def test_nbest_falls_back_to_the_best_running_hypothesis(echo, monkeypatch):
     assert EOS not in best.flatten().tolist() and (best != 0).any(1).all()
     assert nbest.sequences[:, 0, : best.shape[1]].tolist() == best.tolist()
     assert (nbest.scores == -math.inf).all() and (nbest.log_probs == -math.inf).all()
+
+
+def test_the_model_config_sets_the_length_cap_and_the_repetition_guard(echo):
+    """`decode_max_length_ratio` / `decode_no_repeat_ngram_size` saved with a model act as the
+    defaults of `max_length_ratio` / `no_repeat_ngram_size`; an explicit argument still wins."""
+    looping = echo.tiny_model(seed=0, ctc_weight=0.0)
+    features, lengths = echo.make_features(looping.config, [40, 40])
+    guarded = echo.tiny_model(seed=0, ctc_weight=0.0, decode_max_length_ratio=0.25, decode_no_repeat_ngram_size=2)
+    by_arguments = looping.generate(features=features, feature_lengths=lengths, max_length_ratio=0.25,
+                                    no_repeat_ngram_size=2)
+    by_config = guarded.generate(features=features, feature_lengths=lengths)
+    assert torch.equal(by_config, by_arguments)
+    assert not torch.equal(by_config, looping.generate(features=features, feature_lengths=lengths))
+    overridden = guarded.generate(features=features, feature_lengths=lengths, max_length_ratio=1.0, no_repeat_ngram_size=0)
+    assert torch.equal(overridden, looping.generate(features=features, feature_lengths=lengths))

@@ -119,7 +119,10 @@ class EchoConfig(PretrainedConfig):
     (`sum`, `gated` sum, or `concat` + projection). Losses: `ctc_weight` (0 disables the CTC
     head; otherwise loss = w * CTC + (1 - w) * attention), `label_smoothing`. Decoding:
     `decode_ctc_weight` (weight of CTC prefix scores in joint decoding when the CTC head
-    exists), `max_target_positions` (hard cap on generated tokens).
+    exists), `max_target_positions` (hard cap on generated tokens), `decode_max_length_ratio`
+    (at most this many tokens per encoder frame, plus one: a model without a CTC head that loops
+    on a short clip stops where the clip's length says), `decode_no_repeat_ngram_size` (n > 0:
+    no n-gram of tokens twice in one output).
     """
 
     model_type = "echo"
@@ -205,6 +208,8 @@ class EchoConfig(PretrainedConfig):
 
     ctc_weight: float | int = 0.3
     decode_ctc_weight: float | int = 0.3
+    decode_max_length_ratio: float | int = 1.0
+    decode_no_repeat_ngram_size: int = 0
     label_smoothing: float | int = 0.0
     max_target_positions: int = 512
 
@@ -306,6 +311,8 @@ class EchoConfig(PretrainedConfig):
             check(self.head_dim % 4 == 0, "axial rotary needs a head size divisible by 4 (time and band halves)")
         check(0.0 <= self.ctc_weight <= 1.0, "ctc_weight must be in [0, 1]")
         check(0.0 <= self.decode_ctc_weight <= 1.0, "decode_ctc_weight must be in [0, 1]")
+        check(self.decode_max_length_ratio > 0, "decode_max_length_ratio must be positive")
+        check(self.decode_no_repeat_ngram_size >= 0, "decode_no_repeat_ngram_size must be >= 0")
         check(0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)")
         check(self.encoder_layers >= 0 and self.feature_layers >= 0, "layer counts must be >= 0")
         check(self.decoder_layers >= 1, "decoder_layers must be >= 1")

@@ -451,9 +451,10 @@ def generate(
     `model.generation_config` (where they can be saved with the model, custom ones such as
     `ctc_weight` included), then defaults: 1 beam, `max_new_tokens` =
     `config.max_target_positions` (HF's `max_length` counts the start token, so it means
-    `max_length - 1` new tokens), `max_length_ratio` 1.0, `length_penalty` 1.0, `ctc_weight` =
+    `max_length - 1` new tokens), `max_length_ratio` = `config.decode_max_length_ratio` (1.0), `length_penalty` 1.0, `ctc_weight` =
     `config.decode_ctc_weight` when the model has a CTC head (always 0 without one),
-    `ctc_candidates` = max(10, 1.5 * beams), `no_repeat_ngram_size` 0 (off). `token_limits` (B,)
+    `ctc_candidates` = max(10, 1.5 * beams), `no_repeat_ngram_size` =
+    `config.decode_no_repeat_ngram_size` (0: off). `token_limits` (B,)
     caps each utterance's output (EOS included) further. `nbest` N (1 to the beams): the N best
     hypotheses per utterance (:class:`NBestOutput`, from the beam search even with one beam)
     instead of the best one's ids; the best of them is the hypothesis returned without `nbest`."""
@@ -480,10 +481,12 @@ def generate(
     new_tokens = max(1, min(int(new_tokens), config.max_target_positions))
     weight = float(option("ctc_weight", ctc_weight, config.decode_ctc_weight)) if model.ctc_head is not None else 0.0
     candidates = int(option("ctc_candidates", ctc_candidates, max(10, math.ceil(1.5 * beams))))
-    ratio = float(option("max_length_ratio", max_length_ratio, 1.0))
+    ratio = float(option("max_length_ratio", max_length_ratio, config.decode_max_length_ratio))
     options = {
         "length_penalty": float(option("length_penalty", length_penalty, 1.0)),
-        "ngram": int(option("no_repeat_ngram_size", no_repeat_ngram_size, 0)),
+        # a generation config's 0 is Hugging Face's default, not a choice: the model's own option wins then
+        "ngram": int(no_repeat_ngram_size if no_repeat_ngram_size is not None else
+                     option("no_repeat_ngram_size", None, 0) or config.decode_no_repeat_ngram_size),
         "synced": bool(synced_gpus),
     }
 
