@@ -149,7 +149,8 @@ def card(out: Path) -> None:
     run = out / "mixing" / f"share{share:g}"
     results = run / "card"
     for stale in CARD.glob("*.json"):
-        stale.unlink()  # the previous default model's files
+        if stale.name != "inference.json":  # the benchmark's, written by benchmarks/inference.py
+            stale.unlink()  # the previous default model's files
     CARD.mkdir(parents=True, exist_ok=True)
     for source in results.glob("*.json"):
         shutil.copyfile(source, CARD / source.name)
