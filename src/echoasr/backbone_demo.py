@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from echoasr import atomic
-from echoasr.demo import REFERENCES, Steps, build_corpus_once, build_human_once, evaluate_once, references_once, train_models
+from echoasr.demo import (REFERENCES, Steps, build_corpus_once, build_human_once, evaluate_once, references_once,
+                          show_results, train_models)
 from echoasr.errors import EchoError
 
 log = logging.getLogger(__name__)
@@ -68,10 +69,7 @@ class BackboneDemoSettings:
 
 def run(out_dir: str = "demo", **options: Any) -> int:
     settings = BackboneDemoSettings(Path(out_dir), **options)
-    results = run_demo(settings)
-    print("\n" + results["markdown"])
-    print(f"\nwhole demo: {results['wall_seconds'] / 60:.1f} min wall; tables in {settings.out / 'results.md'} "
-          f"and {settings.out / 'results.json'}")
+    show_results(run_demo(settings), settings.out)
     return 0
 
 

@@ -91,11 +91,15 @@ class Steps:
 
 def run(out_dir: str = "demo", **options: Any) -> int:
     settings = DemoSettings(Path(out_dir), **options)
-    results = run_demo(settings)
-    print("\n" + results["markdown"])
-    print(f"\nwhole demo: {results['wall_seconds'] / 60:.1f} min wall; tables in {settings.out / 'results.md'} "
-          f"and {settings.out / 'results.json'}")
+    show_results(run_demo(settings), settings.out)
     return 0
+
+
+def show_results(results: dict[str, Any], out: Path) -> None:
+    """The table and where it was written (either regime)."""
+    print("\n" + results["markdown"])
+    print(f"\nwhole demo: {results['wall_seconds'] / 60:.1f} min wall; tables in {out / 'results.md'} "
+          f"and {out / 'results.json'}")
 
 
 def run_demo(settings: DemoSettings) -> dict[str, Any]:
