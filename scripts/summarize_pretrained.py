@@ -2,6 +2,8 @@
 
     summarize_pretrained.py mixing OUT   # the game's share chosen on dev -> OUT/mixing/choice.json, mixing.md
     summarize_pretrained.py report OUT   # the plan's report + the zero-shot floor + the plan's size from the pilot
+    summarize_pretrained.py choose OUT   # the default model's configuration, chosen on the game's dev set -> OUT/default/
+    summarize_pretrained.py steps OUT    # the default model's training length, chosen on the game's dev set
     summarize_pretrained.py card OUT     # the default model's card (scripts/train-default-model) -> reports/default-model/
 
 Every number is read from the run folders under OUT; nothing is typed in.
@@ -139,14 +141,93 @@ def report(out: Path) -> None:
     print("\n".join(lines))
 
 
+DEV_RESULT = "choice/fotaq_dev.json"  # in every run or checkpoint folder: its greedy game dev WER (scripts/train-default-model)
+
+
+def _mean_sd(values: list[float]) -> str:
+    sd = f" ± {100 * np.std(values, ddof=1):.2f}" if len(values) > 1 else ""
+    return f"{100 * np.mean(values):.2f}{sd}"
+
+
+def choose(out: Path) -> None:
+    """The plan's configuration with the lowest mean greedy WER on the game's dev characters over
+    the seeds every configuration has (never a test set) -> OUT/default/choice.json and its
+    training recipe OUT/default/train.yaml (the plan's run of that configuration, checkpoints
+    every 300 steps), and the table into reports/pretrained/choice.md."""
+    import yaml
+
+    plan = load_plan(PLAN)
+    dev: dict[str, dict[int, dict]] = {}
+    for result in (out / "plan" / "runs").glob(f"*/seed*/{DEV_RESULT}"):
+        run = result.parent.parent
+        dev.setdefault(run.parent.name, {})[int(run.name.removeprefix("seed"))] = _read(result)
+    names = [c.name for c in plan.configurations if c.name in dev]
+    if not names:
+        sys.exit(f"{out / 'plan' / 'runs'}: no run has {DEV_RESULT} yet")
+    seeds = sorted(set.intersection(*(set(dev[name]) for name in names)))
+    means = {name: float(np.mean([dev[name][s]["wer"] for s in seeds])) for name in names}
+    chosen = min(names, key=means.get)
+    lines = ["# The default model's configuration, chosen on dev", "",
+             f"Every finished run of the plan, greedy, every utterance of the game's dev characters "
+             f"({dev[chosen][seeds[0]]['utterances']} clips); mean ± SD over seeds {', '.join(map(str, seeds))} "
+             "(the seeds every configuration has). `scripts/train-default-model`.", "",
+             "| configuration | game dev WER (points) | per seed |", "|---|---|---|"]
+    for name in names:
+        per_seed = ", ".join(f"{100 * dev[name][s]['wer']:.2f}" for s in seeds)
+        lines.append(f"| {name}{' (chosen)' if name == chosen else ''} | {_mean_sd([dev[name][s]['wer'] for s in seeds])} "
+                     f"| {per_seed} |")
+    lines += ["", f"Chosen: **{chosen}** (lowest mean). A choice for the shipped model, not a verdict: the plan's "
+              "report says whether any difference between configurations is real."]
+    # the run's recipe as the plan resolves it, keeping every checkpoint (the length is chosen on dev too)
+    recipe = plan.train_config(plan.configuration(chosen), seed=0).to_dict()
+    recipe.update(save_steps=300, eval_steps=300, save_total_limit=8, threads=None)
+    default = out / "default"
+    default.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(default / "train.yaml", yaml.safe_dump(recipe, sort_keys=False))
+    atomic.write_text(default / "choice.json", json.dumps({"configuration": chosen, "seeds": seeds,
+                                                          "fotaq_dev_wer": means}, indent=1) + "\n")
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(REPORTS / "choice.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def steps(out: Path) -> None:
+    """The default run's checkpoint (or final model) with the lowest greedy game dev WER ->
+    OUT/default/steps.json, the table appended to reports/pretrained/choice.md."""
+    run = out / "default" / "run"
+    summary = _read(run / "train_summary.json") or {}
+    final = summary.get("steps") if (run / "model.safetensors").is_file() else None
+    # the last checkpoint is the final model again: the run folder stands for it
+    candidates = [(int(c.name.removeprefix("checkpoint-")), c) for c in run.glob("checkpoint-*")
+                  if int(c.name.removeprefix("checkpoint-")) != final]
+    if final is not None:
+        candidates.append((final, run))
+    rows = sorted((step, folder, _read(folder / DEV_RESULT)) for step, folder in candidates)
+    rows = [row for row in rows if row[2] is not None]
+    if not rows:
+        sys.exit(f"{run}: no checkpoint has {DEV_RESULT} yet")
+    step, folder, best = min(rows, key=lambda row: (row[2]["wer"], -row[0]))
+    lines = ["", "## How long to train it, chosen on dev", "",
+             f"The chosen configuration trained once more (seed 0, {summary.get('steps', '?')} steps, "
+             f"{summary.get('train_seconds', 0) / 60:.1f} min on 2 cores), every checkpoint decoded greedily on "
+             "the game's dev characters:", "", "| steps | game dev WER / CER |", "|---|---|"]
+    for s, f, r in rows:
+        lines.append(f"| {s}{' (chosen)' if f == folder else ''} | {100 * r['wer']:.2f}% / {100 * r['cer']:.2f}% |")
+    atomic.write_text(out / "default" / "steps.json", json.dumps({"steps": step, "model": str(folder),
+                                                                 "fotaq_dev_wer": best["wer"]}, indent=1) + "\n")
+    choice = REPORTS / "choice.md"
+    text = choice.read_text().split("\n## How long to train it")[0].rstrip("\n") + "\n" if choice.is_file() else ""
+    atomic.write_text(choice, text + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 CARD = Path("reports/default-model")
 
 
 def card(out: Path) -> None:
     """Every test set with and without the LM (and int8 on the game) beside the references, the
     run's training summary, the LM tuning and the inference benchmark, into reports/default-model/."""
-    share = json.loads((out / "mixing" / "choice.json").read_text())["share"]
-    run = out / "mixing" / f"share{share:g}"
+    run = Path(json.loads((out / "default" / "steps.json").read_text())["model"])
     results = run / "card"
     for stale in CARD.glob("*.json"):
         if stale.name != "inference.json":  # the benchmark's, written by benchmarks/inference.py
@@ -158,13 +239,18 @@ def card(out: Path) -> None:
     for hypotheses in [*results.glob("*.tsv"), *(out / "references").glob("*.*.tsv")]:
         # every utterance's reference, hypothesis and errors, so the card can be re-scored
         atomic.write_bytes(CARD / "utterances" / f"{hypotheses.name}.gz", gzip.compress(hypotheses.read_bytes(), mtime=0))
-    for name in ("train_summary.json", "lm.json"):
-        shutil.copyfile(run / name, CARD / ("lm_tuning.json" if name == "lm.json" else name))
+    for source, name in ((out / "default" / "run" / "train_summary.json", "train_summary.json"),
+                         (run / "lm.json", "lm_tuning.json"), (out / "default" / "choice.json", "choice.json"),
+                         (out / "default" / "steps.json", "steps.json")):
+        shutil.copyfile(source, CARD / name)
     for name in SET_LABELS:
         if (out / "references" / f"{name}.json").is_file():
             shutil.copyfile(out / "references" / f"{name}.json", CARD / f"{name}.references.json")
+    chosen = json.loads((out / "default" / "choice.json").read_text())["configuration"]
     lines = ["# The default model's card: measured", "",
-             f"Run `{run}` (`scripts/train-default-model`), exported as a delta on Whisper base into "
+             f"Configuration {chosen} of the pretrained plan, chosen on the game's dev set, and its training length "
+             f"chosen there too ([choice.md](../pretrained/choice.md)): `{run}` (`scripts/train-default-model`), "
+             "exported as a delta on Whisper base into "
              "`src/echoasr/pretrained/echo-default/`. Every utterance of each set, beam 5; the word LM is the "
              "general English LM rescoring the 5 best (weights tuned on 100 game dev clips). References: "
              "`scripts/pretrained-plan references`.", "",
@@ -186,7 +272,7 @@ def card(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    modes = {"mixing": mixing, "report": report, "card": card}
+    modes = {"mixing": mixing, "report": report, "choose": choose, "steps": steps, "card": card}
     if len(sys.argv) != 3 or sys.argv[1] not in modes:
         sys.exit(__doc__)
     modes[sys.argv[1]](Path(sys.argv[2]))

@@ -88,7 +88,7 @@ def test_export_halves_the_weights_and_loads_back_as_float32(run, tmp_path):
     assert 0.45 < ratio < 0.55, ratio
     written = json.loads((out / "export.json").read_text())
     assert written == record
-    assert written["dtype"] == "float16" and written["source"] == str(source.resolve())
+    assert written["dtype"] == "float16" and written["source"] == str(source.resolve())  # tmp_path: outside the cwd
     assert written["parameters"] == sum(p.numel() for p in model.parameters())
     assert written["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert written["train_summary"] == {"steps": 7}  # the loss history is left out
@@ -99,6 +99,13 @@ def test_export_halves_the_weights_and_loads_back_as_float32(run, tmp_path):
     expected, actual = logits(model, processor), logits(loaded, processor)
     difference = (expected - actual).abs().max().item()
     assert 0 < difference < LOGIT_TOLERANCE  # rounded to float16, not bit-identical, yet close
+
+
+def test_export_names_a_source_under_the_working_directory_relatively(run, tmp_path, monkeypatch):
+    source, _ = run
+    monkeypatch.chdir(source.parent)  # as in a repository: runs/NAME exported from the repository's root
+    record = export_model(source.name, tmp_path / "shipped")
+    assert record["source"] == source.name
 
 
 def test_the_general_english_lm_is_exported_by_name(run, tmp_path):

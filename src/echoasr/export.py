@@ -94,7 +94,7 @@ def export_model(run: str | os.PathLike, out: str | os.PathLike, dtype: str = "f
         with open(weights, "rb") as file:
             sha256 = hashlib.file_digest(file, "sha256").hexdigest()
         record = {
-            "source": str(source.resolve()),
+            "source": _portable_path(source),
             "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "echoasr": __version__,
             "dtype": DTYPES[dtype],
@@ -109,6 +109,13 @@ def export_model(run: str | os.PathLike, out: str | os.PathLike, dtype: str = "f
     log.info("exported %s to %s (%s, %d bytes of weights%s)", source, out, record["dtype"], record["weights_bytes"],
              f", a delta on {backbone}" if backbone else "")
     return record
+
+
+def _portable_path(path: Path) -> str:
+    """``path`` relative to the working directory when under it (a repository's run folder, so
+    that a shipped export names no machine's directories), else absolute."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(Path.cwd().resolve())) if resolved.is_relative_to(Path.cwd().resolve()) else str(resolved)
 
 
 def _delta_state(state: dict, backbone: str) -> dict:
