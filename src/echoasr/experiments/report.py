@@ -430,8 +430,9 @@ def render_markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
         f"Data: `{settings['data']}` (test sets: "
         + ", ".join(f"`{name}` = `{source}`" for name, source in sources.items()) + "). "
         f"{settings['seeds']} seed(s) per configuration, every run at the same step budget on the same data and "
-        f"tokenizer; evaluation with {settings['eval_beams']} beam(s) (joint CTC/attention). Error rates are "
-        "percentages: mean over seeds ± the half-width of the 95% t-interval over seeds.", "",
+        f"tokenizer; evaluation with {settings['eval_beams']} beam(s) (joint CTC/attention where the model has a "
+        "CTC head, else attention alone). Error rates are percentages: mean over seeds ± the half-width of the "
+        "95% t-interval over seeds.", "",
         statistics_paragraph(results), "",
         "Reproduce: `echoasr experiment --plan " + settings["plan"] + f" --data {settings['data']} --out OUT"
         + (f" --human {settings['human']}" if settings.get("human") else "")
