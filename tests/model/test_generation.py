@@ -332,3 +332,18 @@ def test_the_model_config_sets_the_length_cap_and_the_repetition_guard(echo):
     assert not torch.equal(by_config, looping.generate(features=features, feature_lengths=lengths))
     overridden = guarded.generate(features=features, feature_lengths=lengths, max_length_ratio=1.0, no_repeat_ngram_size=0)
     assert torch.equal(overridden, looping.generate(features=features, feature_lengths=lengths))
+
+
+def test_hf_default_filled_generation_config_keeps_the_model_guards(echo):
+    """A saved or Trainer-filled generation config holds HF's defaults (`no_repeat_ngram_size` 0,
+    `max_length` 20) for every unset field: they must not switch the model's own guards off."""
+    from transformers import GenerationConfig
+
+    guarded = echo.tiny_model(seed=0, ctc_weight=0.0, decode_max_length_ratio=0.25, decode_no_repeat_ngram_size=2)
+    features, lengths = echo.make_features(guarded.config, [40, 40])
+    expected = guarded.generate(features=features, feature_lengths=lengths)
+    guarded.generation_config.update(**GenerationConfig._get_default_generation_params(), defaults_only=True)
+    assert guarded.generation_config.no_repeat_ngram_size == 0
+    assert torch.equal(guarded.generate(features=features, feature_lengths=lengths), expected)
+    looping = guarded.generate(features=features, feature_lengths=lengths, no_repeat_ngram_size=0, max_length_ratio=1.0)
+    assert not torch.equal(looping, expected)  # the guards are active in this case

@@ -32,6 +32,7 @@ with what the model does not know (a word LM, in `echoasr.decoding`).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -416,14 +417,31 @@ def beam_search(
                       running_tokens=tokens.view(batch, beams, -1)[:, 0, 1:], eos=eos, pad=pad, length_penalty=penalty)
 
 
+_UNSET = object()
+
+
 def _option(name: str, explicit: Any, generation_config: Any, model_config: Any, default: Any) -> Any:
+    """The explicit argument, else a generation config's value, else ``default``. A generation
+    config's value equal to Hugging Face's own default counts as unset (HF fills unset fields with
+    its defaults, e.g. ``max_length`` 20, ``no_repeat_ngram_size`` 0): the model's default wins then."""
+    from transformers import GenerationConfig
+
     if explicit is not None:
         return explicit
     for source in (generation_config, model_config):
         value = getattr(source, name, None) if source is not None else None
-        if value is not None:
-            return value
+        if value is None or (isinstance(source, GenerationConfig) and value == _hf_defaults().get(name, _UNSET)):
+            continue
+        return value
     return default
+
+
+@functools.cache
+def _hf_defaults() -> dict[str, Any]:
+    """What Hugging Face fills a generation config's unset fields with (Seq2SeqTrainer, saving)."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig._get_default_generation_params()
 
 
 def generate(
@@ -484,9 +502,7 @@ def generate(
     ratio = float(option("max_length_ratio", max_length_ratio, config.decode_max_length_ratio))
     options = {
         "length_penalty": float(option("length_penalty", length_penalty, 1.0)),
-        # a generation config's 0 is Hugging Face's default, not a choice: the model's own option wins then
-        "ngram": int(no_repeat_ngram_size if no_repeat_ngram_size is not None else
-                     option("no_repeat_ngram_size", None, 0) or config.decode_no_repeat_ngram_size),
+        "ngram": int(option("no_repeat_ngram_size", no_repeat_ngram_size, config.decode_no_repeat_ngram_size)),
         "synced": bool(synced_gpus),
     }
 
