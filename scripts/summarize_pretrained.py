@@ -157,35 +157,53 @@ def choose(out: Path) -> None:
     import yaml
 
     plan = load_plan(PLAN)
-    dev: dict[str, dict[int, dict]] = {}
+    dev: dict[str, dict[int, float]] = {}
+    utterances = set()
     for result in (out / "plan" / "runs").glob(f"*/seed*/{DEV_RESULT}"):
-        run = result.parent.parent
-        dev.setdefault(run.parent.name, {})[int(run.name.removeprefix("seed"))] = _read(result)
+        run, decoded = result.parent.parent, _read(result)
+        dev.setdefault(run.parent.name, {})[int(run.name.removeprefix("seed"))] = decoded["wer"]
+        utterances.add(decoded["utterances"])
+    # a run restored from the committed report has no model to decode: its committed dev WER stands
+    committed = _read(CARD / "choice.json") or {}
+    recorded = [f"{name}/seed{seed}" for name, per_seed in committed.get("per_seed", {}).items()
+                for seed in per_seed if int(seed) not in dev.get(name, {})]
+    for name, per_seed in committed.get("per_seed", {}).items():
+        for seed, wer in per_seed.items():
+            dev.setdefault(name, {}).setdefault(int(seed), wer)
+    if recorded:
+        utterances.add(committed["utterances"])
     names = [c.name for c in plan.configurations if c.name in dev]
     if not names:
         sys.exit(f"{out / 'plan' / 'runs'}: no run has {DEV_RESULT} yet")
+    if len(utterances) != 1:
+        sys.exit(f"{out / 'plan' / 'runs'}: the dev decodes cover different numbers of clips ({sorted(utterances)})")
+    clips = utterances.pop()
     seeds = sorted(set.intersection(*(set(dev[name]) for name in names)))
-    means = {name: float(np.mean([dev[name][s]["wer"] for s in seeds])) for name in names}
+    means = {name: float(np.mean([dev[name][s] for s in seeds])) for name in names}
     chosen = min(names, key=means.get)
     lines = ["# The default model's configuration, chosen on dev", "",
              f"Every finished run of the plan, greedy, every utterance of the game's dev characters "
-             f"({dev[chosen][seeds[0]]['utterances']} clips); mean ± SD over seeds {', '.join(map(str, seeds))} "
+             f"({clips} clips); mean ± SD over seeds {', '.join(map(str, seeds))} "
              "(the seeds every configuration has). `scripts/train-default-model`.", "",
              "| configuration | game dev WER (points) | per seed |", "|---|---|---|"]
     for name in names:
-        per_seed = ", ".join(f"{100 * dev[name][s]['wer']:.2f}" for s in seeds)
-        lines.append(f"| {name}{' (chosen)' if name == chosen else ''} | {_mean_sd([dev[name][s]['wer'] for s in seeds])} "
+        per_seed = ", ".join(f"{100 * dev[name][s]:.2f}" for s in seeds)
+        lines.append(f"| {name}{' (chosen)' if name == chosen else ''} | {_mean_sd([dev[name][s] for s in seeds])} "
                      f"| {per_seed} |")
     lines += ["", f"Chosen: **{chosen}** (lowest mean). A choice for the shipped model, not a verdict: the plan's "
               "report says whether any difference between configurations is real."]
+    if recorded:
+        lines += ["", f"Decoded in an earlier sitting, their models no longer at hand: {', '.join(sorted(recorded))} "
+                  "(their WERs from the committed `reports/default-model/choice.json`)."]
     # the run's recipe as the plan resolves it, keeping every checkpoint (the length is chosen on dev too)
     recipe = plan.train_config(plan.configuration(chosen), seed=0).to_dict()
     recipe.update(save_steps=300, eval_steps=300, save_total_limit=8, threads=None)
     default = out / "default"
     default.mkdir(parents=True, exist_ok=True)
     atomic.write_text(default / "train.yaml", yaml.safe_dump(recipe, sort_keys=False))
-    atomic.write_text(default / "choice.json", json.dumps({"configuration": chosen, "seeds": seeds,
-                                                          "fotaq_dev_wer": means}, indent=1) + "\n")
+    atomic.write_text(default / "choice.json", json.dumps({
+        "configuration": chosen, "seeds": seeds, "fotaq_dev_wer": means, "utterances": clips,
+        "per_seed": {name: {str(s): dev[name][s] for s in sorted(dev[name])} for name in names}}, indent=1) + "\n")
     REPORTS.mkdir(parents=True, exist_ok=True)
     atomic.write_text(REPORTS / "choice.md", "\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -458,6 +458,10 @@ def _add_experiment_command(subparsers) -> None:
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: write an interim report of the runs finished so far "
                         "(safe while the grid runs in another process)")
+    parser.add_argument("--restore", metavar="REPORT_DIR",
+                        help="a committed report of this plan (results.json, utterances.tsv.gz): its runs count as "
+                        "finished and are written into OUT/runs, so a fresh clone resumes the plan where the report "
+                        "stopped (restored runs have no model: they are reported, never evaluated again)")
 
     def handler(args: argparse.Namespace) -> int:
         from echoasr.experiments.plans import load_plan
@@ -472,7 +476,8 @@ def _add_experiment_command(subparsers) -> None:
         plan = load_plan(args.plan)
         results = run_experiment(plan, args.data, args.out, seeds=args.seeds, parallel=args.parallel,
                                  threads=args.threads, human=args.human, split=args.split, tests=tests,
-                                 cache_dir=args.cache_dir, report_only=args.report_only)
+                                 cache_dir=args.cache_dir, report_only=args.report_only, restore=args.restore,
+                                 plan_source=args.plan)
         settings = results["settings"]
         print(f"{settings['runs_finished']} of {settings['runs_planned']} runs finished; "
               f"report: {args.out}/report.md; results: {args.out}/results.json")

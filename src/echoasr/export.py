@@ -94,7 +94,7 @@ def export_model(run: str | os.PathLike, out: str | os.PathLike, dtype: str = "f
         with open(weights, "rb") as file:
             sha256 = hashlib.file_digest(file, "sha256").hexdigest()
         record = {
-            "source": _portable_path(source),
+            "source": portable_path(source),
             "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "echoasr": __version__,
             "dtype": DTYPES[dtype],
@@ -111,7 +111,7 @@ def export_model(run: str | os.PathLike, out: str | os.PathLike, dtype: str = "f
     return record
 
 
-def _portable_path(path: Path) -> str:
+def portable_path(path: Path) -> str:
     """``path`` relative to the working directory when under it (a repository's run folder, so
     that a shipped export names no machine's directories), else absolute."""
     resolved = path.resolve()

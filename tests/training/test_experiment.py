@@ -289,3 +289,45 @@ def test_a_model_fed_a_constant_f0_gets_no_manipulation_check():
     assert model_reads_f0(pitch)
     assert not model_reads_f0({**pitch, "pitch_f0_source": "constant"})
     assert not model_reads_f0({"features": ["mel"]})
+
+
+def test_a_fresh_clone_resumes_a_plan_from_its_committed_report(tts_corpus, tmp_path, monkeypatch):
+    from echoasr import evaluation
+    from echoasr.experiments import manipulation
+    from echoasr.experiments.report import UTTERANCES_FILE
+
+    path = tmp_path / "plan.yaml"
+    path.write_text(F0_PLAN)
+    options = dict(seeds=1, threads=1, split="test", cache_dir=tmp_path / "cache", progress=False, plots=False)
+    first = run_experiment(load_plan(path), tts_corpus, tmp_path / "first", **options)
+    report = tmp_path / "committed"  # what a session commits: results.json and the per-utterance errors
+    report.mkdir()
+    for name in ("results.json", UTTERANCES_FILE):
+        shutil.copyfile(tmp_path / "first" / name, report / name)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("restored runs are neither trained nor evaluated")
+
+    for module, name in ((training, "train"), (evaluation, "evaluate"), (manipulation, "evaluate_replaced_f0")):
+        monkeypatch.setattr(module, name, refuse)
+    out = tmp_path / "clone"
+    again = run_experiment(load_plan(path), tts_corpus, out, restore=report, plan_source=str(path), **options)
+
+    # the same verdicts from the same per-utterance errors, the manipulation checks included
+    assert again["comparisons"] == first["comparisons"] and again["manipulation"] == first["manipulation"]
+    assert again["configurations"] == first["configurations"] and again["settings"]["runs_missing"] == []
+    restored = json.loads((run_folder(out, "mel+f0", 0) / RESULT_FILE).read_text())
+    original = json.loads((run_folder(tmp_path / "first", "mel+f0", 0) / RESULT_FILE).read_text())
+    assert restored["restored_from"] == str(report)
+    assert restored["manipulation"]["test"]["median"]["char_errors"] == original["manipulation"]["test"]["median"]["char_errors"]
+    assert not (run_folder(out, "mel+f0", 0) / "model.safetensors").exists()
+    assert f"Reproduce: `echoasr experiment --plan {path} --data" in (out / "report.md").read_text()
+
+    # another definition of the plan, or a set the report never scored, is refused in one line
+    path.write_text(F0_PLAN.replace("max_steps: 3", "max_steps: 4"))
+    with pytest.raises(EchoError, match="another definition of plan 'f0-test' \\(train differ\\)"):
+        run_experiment(load_plan(path), tts_corpus, tmp_path / "other", restore=report, **options)
+    path.write_text(F0_PLAN)
+    with pytest.raises(EchoError, match="plain/seed0 has no per-utterance errors on human"):
+        run_experiment(load_plan(path), tts_corpus, tmp_path / "more", restore=report,
+                       human=tts_corpus / "dev.tsv", **options)

@@ -434,7 +434,7 @@ def render_markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
         "CTC head, else attention alone). Error rates are percentages: mean over seeds ± the half-width of the "
         "95% t-interval over seeds.", "",
         statistics_paragraph(results), "",
-        "Reproduce: `echoasr experiment --plan " + settings["plan"] + f" --data {settings['data']} --out OUT"
+        "Reproduce: `echoasr experiment --plan " + settings.get("plan_source", settings["plan"]) + f" --data {settings['data']} --out OUT"
         + (f" --human {settings['human']}" if settings.get("human") else "")
         + "".join(f" --test {name}={source}" for name, source in sources.items()
                   if name not in (settings["split"], "human"))
@@ -548,6 +548,23 @@ def read_utterances(path: Path) -> dict[tuple[str, int], dict[str, dict[str, lis
     return runs
 
 
+def committed_runs(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A report folder's ``results.json`` and its runs as the runner wrote them: the per-seed
+    summaries of ``results.json`` with the per-utterance errors of ``utterances.tsv.gz`` (when the
+    folder has one) put back under each set and manipulation check."""
+    previous = json.loads((Path(folder) / "results.json").read_text(encoding="utf-8"))
+    runs = previous["runs"]
+    utterances_file = Path(folder) / UTTERANCES_FILE
+    if utterances_file.is_file():
+        per_utterance = read_utterances(utterances_file)
+        for run in runs:
+            for set_name, scored in per_utterance.get((run["configuration"], run["seed"]), {}).items():
+                base, separator, replacement = set_name.partition(MANIPULATED_SET)
+                target = run.setdefault("manipulation", {}).setdefault(base, {}) if separator else run["sets"]
+                target.setdefault(replacement if separator else set_name, {}).update(scored)
+    return previous, runs
+
+
 def reanalyse(folder: Path, plan: Plan, note: str = "", plots: bool = False) -> dict[str, Any]:
     """Rebuild ``folder``'s ``results.json`` and ``report.md`` from its committed results with the
     current statistics and ``plan``'s analysis (families, margin), training and evaluating nothing.
@@ -556,16 +573,7 @@ def reanalyse(folder: Path, plan: Plan, note: str = "", plots: bool = False) -> 
     printed at the top of the report (say there what was decided after the runs). The figures of
     the existing report are kept (``plots``: redraw those drawn from results.json)."""
     folder = Path(folder)
-    previous = json.loads((folder / "results.json").read_text(encoding="utf-8"))
-    runs = previous["runs"]
-    utterances_file = folder / UTTERANCES_FILE
-    if utterances_file.is_file():
-        per_utterance = read_utterances(utterances_file)
-        for run in runs:
-            for set_name, scored in per_utterance.get((run["configuration"], run["seed"]), {}).items():
-                base, separator, replacement = set_name.partition(MANIPULATED_SET)
-                target = run.setdefault("manipulation", {}).setdefault(base, {}) if separator else run["sets"]
-                target.setdefault(replacement if separator else set_name, {}).update(scored)
+    previous, runs = committed_runs(folder)
     settings = {**previous["settings"], "reanalysis": note or "re-analysed from the committed results"}
     results = build_results(plan, runs, settings)
     figures = existing_figures(folder / "report.md")

@@ -284,6 +284,52 @@ def _steps_done(task: RunTask) -> int:
         return 0
 
 
+def restore_runs(plan: Plan, tasks: list[RunTask], report: str | os.PathLike) -> list[str]:
+    """Write the ``result.json`` of every task that has none but whose run the committed report
+    folder ``report`` holds (``results.json`` with ``utterances.tsv.gz``: :func:`~.report.committed_runs`),
+    so that a fresh clone resumes a long plan where the report stopped instead of running it again.
+    The report must come from the same plan definition (its seed count aside) and score the same
+    utterances; a restored run has no model, so it is only ever reported. Returns the restored
+    runs as ``configuration/seed<k>``."""
+    from echoasr.experiments.report import committed_runs
+
+    report = Path(report)
+    if not (report / "results.json").is_file():
+        raise EchoError("no results.json to restore runs from", report)
+    previous, runs = committed_runs(report)
+    definition = previous["settings"].get("plan_definition") or {}
+    expected = json.loads(json.dumps(asdict(plan)))
+    differing = sorted(k for k in set(definition) | set(expected) if k != "seeds" and definition.get(k) != expected.get(k))
+    if differing:
+        raise EchoError(f"was run under another definition of plan {plan.name!r} ({', '.join(differing)} differ)", report)
+    by_run = {(run["configuration"], run["seed"]): run for run in runs}
+    test_ids = {name: set(ids) for name, ids in test_set_speakers(tasks[0].test_sets).items()} if tasks else {}
+    restored = []
+    for task in tasks:
+        run = by_run.get((task.configuration, task.seed))
+        result_file = Path(task.folder) / RESULT_FILE
+        if run is None or result_file.is_file():
+            continue
+        name = f"{task.configuration}/seed{task.seed}"
+        scorings = {set_name: run["sets"].get(set_name, {}) for set_name in task.test_sets}
+        scorings.update({f"{set_name} ({replacement} f0)": run.get("manipulation", {}).get(set_name, {}).get(replacement, {})
+                         for set_name in task.manipulation_sets for replacement in MANIPULATIONS})
+        for label, scored in scorings.items():
+            set_name = label.split(" ")[0]
+            if "ids" not in scored:
+                raise EchoError(f"{name} has no per-utterance errors on {label}; without its model it cannot be "
+                                "scored there, so it cannot be restored", report)
+            if set(scored["ids"]) != test_ids[set_name]:
+                raise EchoError(f"{name} was scored on other utterances of {set_name} than {task.test_sets[set_name]} "
+                                "holds", report)
+        Path(task.folder).mkdir(parents=True, exist_ok=True)
+        atomic.write_text(result_file, json.dumps({**run, "restored_from": str(report)}) + "\n")
+        restored.append(name)
+    log.info("%s: restored %d finished runs into %s", report, len(restored),
+             Path(tasks[0].folder).parents[1] if tasks else "")
+    return restored
+
+
 def run_tasks(tasks: list[RunTask], parallel: int = 1, progress: bool = True) -> list[dict[str, Any]]:
     """Execute every task (finished ones are read back), ``parallel`` processes at a time; one
     progress bar counts training steps over the whole grid."""
@@ -325,14 +371,18 @@ def run_experiment(plan: Plan, data: str | os.PathLike, out: str | os.PathLike, 
                    parallel: int = 1, threads: int | None = None, human: str | os.PathLike | None = None,
                    split: str = "test_unseen", tests: dict[str, str] | None = None,
                    cache_dir: str | os.PathLike | None = None, progress: bool = True, plots: bool = True,
-                   report_only: bool = False) -> dict[str, Any]:
+                   report_only: bool = False, restore: str | os.PathLike | None = None,
+                   plan_source: str | None = None) -> dict[str, Any]:
     """Run (or resume) ``plan`` on the corpus ``data`` into ``out``; writes ``results.json``,
     ``report.md`` and plots, and returns the results. Every run is tested on the corpus's ``split``,
     on ``human`` (a manifest) and on ``tests`` (name -> manifest); a set added later is evaluated
     on the runs that finished without it.
 
     ``report_only``: train and evaluate nothing; report the runs finished so far (an interim look at
-    a long grid, safe while another invocation runs it: every result file is written atomically)."""
+    a long grid, safe while another invocation runs it: every result file is written atomically).
+    ``restore``: a committed report folder of this plan whose runs count as finished
+    (:func:`restore_runs`). ``plan_source``: how the plan was named (a built-in name or its file),
+    for the report's command line (default the plan's name)."""
     from echoasr.data.featurize import default_cache_dir
     from echoasr.experiments.report import UTTERANCES_FILE, build_results, write_report, write_utterances
 
@@ -350,6 +400,8 @@ def run_experiment(plan: Plan, data: str | os.PathLike, out: str | os.PathLike, 
     sets = named_test_sets(data, split, human, tests)
     tasks = plan_tasks(plan, data, out, seeds, threads, sets, cache, checked_sets(plan, sets, split))
     start = time.monotonic()
+    if restore is not None:
+        restore_runs(plan, tasks, restore)
     if report_only:
         finished = [t for t in tasks if (Path(t.folder) / RESULT_FILE).is_file()]
         if not finished:
@@ -361,7 +413,7 @@ def run_experiment(plan: Plan, data: str | os.PathLike, out: str | os.PathLike, 
         runs = run_tasks(tasks, parallel, progress)
     done = {(r["configuration"], r["seed"]) for r in runs}
     results = build_results(plan, runs, settings={
-        "plan": plan.name, "data": str(data), "split": split, "human": None if human is None else str(human),
+        "plan": plan.name, "plan_source": plan_source or plan.name, "data": str(data), "split": split, "human": None if human is None else str(human),
         "test_sets": sets,
         "manipulation_sets": checked_sets(plan, sets, split),
         "seeds": seeds, "parallel": parallel, "threads": threads, "eval_beams": plan.eval_beams,
@@ -399,10 +451,11 @@ def _utterance_figure(plan: Plan, data, split: str, out: Path, seeds: int,
     if not pitched:
         return {}
     chosen = next((c for c in pitched if c.name == "all-pitch"), pitched[-1])
-    if not {(chosen.name, 0), (plain.name, 0)} <= done:
-        return {}
+    folders = [run_folder(out, chosen.name, 0), run_folder(out, plain.name, 0)]
+    if not {(chosen.name, 0), (plain.name, 0)} <= done or not all((f / "model.safetensors").is_file() for f in folders):
+        return {}  # not finished, or restored from a report (no model)
     utterance = load_dataset_any(data, split=split)[0]
     path = out / "plots" / "utterance.png"
-    draw_utterance(run_folder(out, chosen.name, 0), run_folder(out, plain.name, 0), utterance, path)
+    draw_utterance(*folders, utterance, path)
     return {f"One {split} utterance: f0, rotary angle and radius, layer-1 attention ({chosen.name} vs {plain.name}, "
             "seed 0)": str(path.relative_to(out))}
