@@ -23,7 +23,10 @@ threads), ``rtf_wall`` the wall clock including model loading. ``vs_<recogniser>
 recogniser rtf / configuration rtf (above 1: Echo is faster). ``targets`` are issue 13's RTF
 targets on 2 cores; ``meets_target`` compares the configuration at batch 8 with them.
 ``echo_peak_rss_mib``: the peak resident memory of the benchmark's own process (model loading and
-every Echo configuration; the reference recognisers run in processes of their own).
+every Echo configuration, the float32 and int8 models side by side; the reference recognisers run
+in processes of their own). ``transcription_peak_rss_mib``: per precision, the peak of a fresh
+process that loads that model alone and decodes every utterance greedily at batch 8, what one
+transcription needs.
 
     .venv/bin/python benchmarks/inference.py [--model runs/NAME] [--lm words.arpa|default] [--data test.tsv]
 
@@ -131,8 +134,8 @@ def benchmark_model(model_path: str, utterances: list, lm: str | None, batches: 
     from echoasr.evaluation import model_inputs, score
     from echoasr.loading import load_pretrained
 
-    models = {"fp32": load_pretrained(model_path, device="cpu")[0], "int8": load_pretrained(model_path, int8=True)[0]}
-    _, processor = load_pretrained(model_path, device="cpu")
+    fp32, processor = load_pretrained(model_path, device="cpu")
+    models = {"fp32": fp32, "int8": load_pretrained(model_path, int8=True)[0]}
     start = time.perf_counter()
     chunks, failed = model_inputs(utterances, processor, progress=False)
     feature_seconds = time.perf_counter() - start
@@ -163,6 +166,34 @@ def benchmark_model(model_path: str, utterances: list, lm: str | None, batches: 
     facts = {"feature_seconds": round(feature_seconds, 2), "chunks": len(features), "threads": threads,
              "lm": modes["lm"].lm if lm else None}
     return results, facts
+
+
+def transcription_peak_mib(model_path: str, utterances: list, int8: bool, threads: int) -> float:
+    """Peak resident memory (MiB) of a fresh process that loads the model (``int8`` or float32),
+    extracts the features of every utterance and decodes them greedily in batches of 8: what one
+    transcription needs, without the other configurations this benchmark's own process holds."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(_transcription_child, model_path, utterances, int8, threads).result()
+
+
+def _transcription_child(model_path: str, utterances: list, int8: bool, threads: int) -> float:
+    import torch
+
+    from echoasr.decoding import DecodingOptions, SpeechDecoder
+    from echoasr.evaluation import model_inputs
+    from echoasr.loading import load_pretrained
+
+    torch.set_num_threads(threads)
+    model, processor = load_pretrained(model_path, device="cpu", int8=int8)
+    chunks, _ = model_inputs(utterances, processor, progress=False)
+    decode_all(SpeechDecoder(model, processor, DecodingOptions(beams=1)), [p for pieces in chunks for p in pieces], 8)
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec, so a spawned child would
+    # report at least its parent's size at the fork
+    status = Path("/proc/self/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 1024
 
 
 def benchmark_references(names: list[str], utterances: list, threads: int) -> dict:
@@ -203,6 +234,7 @@ def main() -> None:
     from echoasr import atomic
     from echoasr.errors import EchoError
     from echoasr.evaluation import load_test_set
+    from echoasr.export import portable_path
     from echoasr.pretrained import resolve_model
     from echoasr.references import parse_names
 
@@ -219,6 +251,9 @@ def main() -> None:
                                           args.threads)
             # this process only (the references run in their own): loading + every Echo configuration
             peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            transcription_mib = {precision: round(transcription_peak_mib(model, utterances, precision == "int8",
+                                                                         args.threads), 1)
+                                 for precision in ("fp32", "int8")}
             others = benchmark_references(references, utterances, args.threads)
     except EchoError as error:
         raise SystemExit(f"inference benchmark: {error}") from None
@@ -230,9 +265,9 @@ def main() -> None:
         if result["batch"] == 8 and result["decoding"] in TARGETS:
             result["meets_target"] = result["rtf"] <= TARGETS[result["decoding"]]
     report = {
-        "model": model, "data": args.data or "flite sentences (kal16, slt)",
+        "model": portable_path(Path(model)), "data": args.data or "flite sentences (kal16, slt)",
         "utterances": len(utterances), "audio_seconds": round(sum(u.duration for u in utterances), 2),
-        **facts, "echo_peak_rss_mib": round(peak_mib, 1), "targets": TARGETS, "echo": echo, "references": others,
+        **facts, "echo_peak_rss_mib": round(peak_mib, 1), "transcription_peak_rss_mib": transcription_mib, "targets": TARGETS, "echo": echo, "references": others,
     }
     text = json.dumps(report, indent=1)
     print(text)
