@@ -267,7 +267,8 @@ def main() -> None:
     report = {
         "model": portable_path(Path(model)), "data": args.data or "flite sentences (kal16, slt)",
         "utterances": len(utterances), "audio_seconds": round(sum(u.duration for u in utterances), 2),
-        **facts, "echo_peak_rss_mib": round(peak_mib, 1), "transcription_peak_rss_mib": transcription_mib, "targets": TARGETS, "echo": echo, "references": others,
+        **facts, "echo_peak_rss_mib": round(peak_mib, 1), "transcription_peak_rss_mib": transcription_mib,
+        "targets": TARGETS, "echo": echo, "references": others,
     }
     text = json.dumps(report, indent=1)
     print(text)

@@ -165,11 +165,12 @@ def choose(out: Path) -> None:
         utterances.add(decoded["utterances"])
     # a run restored from the committed report has no model to decode: its committed dev WER stands
     committed = _read(CARD / "choice.json") or {}
-    recorded = [f"{name}/seed{seed}" for name, per_seed in committed.get("per_seed", {}).items()
-                for seed in per_seed if int(seed) not in dev.get(name, {})]
+    recorded = []
     for name, per_seed in committed.get("per_seed", {}).items():
         for seed, wer in per_seed.items():
-            dev.setdefault(name, {}).setdefault(int(seed), wer)
+            if int(seed) not in dev.setdefault(name, {}):
+                dev[name][int(seed)] = wer
+                recorded.append(f"{name}/seed{seed}")
     if recorded:
         utterances.add(committed["utterances"])
     names = [c.name for c in plan.configurations if c.name in dev]

@@ -311,11 +311,11 @@ def restore_runs(plan: Plan, tasks: list[RunTask], report: str | os.PathLike) ->
         if run is None or result_file.is_file():
             continue
         name = f"{task.configuration}/seed{task.seed}"
-        scorings = {set_name: run["sets"].get(set_name, {}) for set_name in task.test_sets}
-        scorings.update({f"{set_name} ({replacement} f0)": run.get("manipulation", {}).get(set_name, {}).get(replacement, {})
-                         for set_name in task.manipulation_sets for replacement in MANIPULATIONS})
-        for label, scored in scorings.items():
-            set_name = label.split(" ")[0]
+        checks = run.get("manipulation", {})
+        scorings = [(set_name, set_name, run["sets"].get(set_name, {})) for set_name in task.test_sets]
+        scorings += [(set_name, f"{set_name} ({replacement} f0)", checks.get(set_name, {}).get(replacement, {}))
+                     for set_name in task.manipulation_sets for replacement in MANIPULATIONS]
+        for set_name, label, scored in scorings:
             if "ids" not in scored:
                 raise EchoError(f"{name} has no per-utterance errors on {label}; without its model it cannot be "
                                 "scored there, so it cannot be restored", report)
@@ -325,8 +325,6 @@ def restore_runs(plan: Plan, tasks: list[RunTask], report: str | os.PathLike) ->
         Path(task.folder).mkdir(parents=True, exist_ok=True)
         atomic.write_text(result_file, json.dumps({**run, "restored_from": str(report)}) + "\n")
         restored.append(name)
-    log.info("%s: restored %d finished runs into %s", report, len(restored),
-             Path(tasks[0].folder).parents[1] if tasks else "")
     return restored
 
 
@@ -401,7 +399,7 @@ def run_experiment(plan: Plan, data: str | os.PathLike, out: str | os.PathLike, 
     tasks = plan_tasks(plan, data, out, seeds, threads, sets, cache, checked_sets(plan, sets, split))
     start = time.monotonic()
     if restore is not None:
-        restore_runs(plan, tasks, restore)
+        log.info("%s: %d finished runs restored into %s", restore, len(restore_runs(plan, tasks, restore)), out)
     if report_only:
         finished = [t for t in tasks if (Path(t.folder) / RESULT_FILE).is_file()]
         if not finished:
@@ -413,7 +411,8 @@ def run_experiment(plan: Plan, data: str | os.PathLike, out: str | os.PathLike, 
         runs = run_tasks(tasks, parallel, progress)
     done = {(r["configuration"], r["seed"]) for r in runs}
     results = build_results(plan, runs, settings={
-        "plan": plan.name, "plan_source": plan_source or plan.name, "data": str(data), "split": split, "human": None if human is None else str(human),
+        "plan": plan.name, "plan_source": plan_source or plan.name, "data": str(data), "split": split,
+        "human": None if human is None else str(human),
         "test_sets": sets,
         "manipulation_sets": checked_sets(plan, sets, split),
         "seeds": seeds, "parallel": parallel, "threads": threads, "eval_beams": plan.eval_beams,
